@@ -1,0 +1,26 @@
+"""Helpers for the neural-networks course: data, plots, checks, devices and grading.
+
+Submodules load on first use (``cml.data``, ``cml.plot``, ``cml.checks``, ``cml.device``,
+``cml.progress``), so ``import cml`` is fast and pulls in neither torch nor jax.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("checks", "data", "device", "plot", "progress", "instructor")
+
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

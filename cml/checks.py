@@ -1,0 +1,228 @@
+"""The checking API that every visible and hidden test goes through.
+
+Each check has a stable identifier (``"sigmoid.large_inputs"``), compares a student's value with an
+independent oracle, and raises :class:`CheckFailed` with a message that says what was expected without
+showing the test's code. Every verdict is also appended to :data:`records`, so a grader can later
+collect the verdicts (and the values behind them) outside the student's kernel without the tests
+being rewritten.
+
+Checks return ``None`` on purpose: nbgrader reads a grade cell's last expression as a partial score.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CheckFailed",
+    "CheckRecord",
+    "records",
+    "quiet",
+    "call_quietly",
+    "rel_error",
+    "numerical_gradient",
+    "check_close",
+    "check_equal",
+    "check_shape",
+    "check_true",
+    "check_gradient",
+    "check_accuracy",
+]
+
+
+class CheckFailed(AssertionError):
+    """A check did not pass; ``str(error)`` is the message meant for the student."""
+
+    def __init__(self, check_id: str, message: str) -> None:
+        super().__init__(f"[{check_id}] {message}")
+        self.check_id = check_id
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """One verdict: which check, whether it passed, and the message shown when it did not."""
+
+    check_id: str
+    passed: bool
+    message: str = ""
+
+
+records: list[CheckRecord] = []
+"""Every verdict given in this process, in order."""
+
+
+def _verdict(check_id: str, passed: bool, message: str = "") -> None:
+    records.append(CheckRecord(check_id, passed, "" if passed else message))
+    if not passed:
+        raise CheckFailed(check_id, message)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[io.StringIO]:
+    """Run a block with warnings, NumPy floating-point messages and stderr swallowed.
+
+    nbgrader scores a grade cell zero as soon as anything reaches stderr, so a correct answer that
+    merely warns (``np.exp(1000)`` overflowing inside a naive sigmoid) must be called inside this.
+    Yields the buffer that stderr was redirected to.
+    """
+    buffer = io.StringIO()
+    with warnings.catch_warnings(), np.errstate(all="ignore"), contextlib.redirect_stderr(buffer):
+        warnings.simplefilter("ignore")
+        yield buffer
+
+
+def call_quietly(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``function(*args, **kwargs)`` inside :func:`quiet` and return its result."""
+    with quiet():
+        return function(*args, **kwargs)
+
+
+def rel_error(actual: Any, expected: Any) -> float:
+    """Largest element-wise relative error ``|a - b| / max(1e-8, |a| + |b|)`` (CS231n's measure)."""
+    a = np.asarray(actual, dtype=np.float64)
+    b = np.asarray(expected, dtype=np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)), initial=0.0))
+
+
+def numerical_gradient(function: Callable[[np.ndarray], Any], x: Any, eps: float = 1e-6) -> np.ndarray:
+    """Centred finite-difference gradient of a scalar ``function`` at ``x``, in float64.
+
+    ``x`` has any shape; the result has the same shape. ``function`` is called with a float64
+    copy of ``x`` perturbed by ``±eps`` in one entry at a time.
+    """
+    point = np.array(x, dtype=np.float64)
+    gradient = np.zeros_like(point)
+    for index in np.ndindex(point.shape):
+        original = point[index]
+        point[index] = original + eps
+        f_plus = float(np.sum(function(point.copy())))
+        point[index] = original - eps
+        f_minus = float(np.sum(function(point.copy())))
+        point[index] = original
+        gradient[index] = (f_plus - f_minus) / (2 * eps)
+    return gradient
+
+
+def _as_float_array(check_id: str, value: Any, what: str) -> np.ndarray:
+    if value is None:
+        _verdict(check_id, False, f"{what} is None: did the function forget to `return` its result?")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        _verdict(check_id, False, f"{what} should be numeric, got a {type(value).__name__}.")
+    return array
+
+
+def _format_index(index: tuple[int, ...]) -> str:
+    return "" if not index else "[" + ", ".join(str(i) for i in index) + "]"
+
+
+def check_shape(check_id: str, actual: Any, expected_shape: Sequence[int], *, what: str = "the result") -> None:
+    """Check that ``actual`` is an array of exactly ``expected_shape``."""
+    shape = np.shape(actual) if actual is not None else None
+    _verdict(
+        check_id,
+        shape == tuple(expected_shape),
+        f"{what} should have shape {tuple(expected_shape)}, got "
+        + ("None (missing `return`?)" if shape is None else f"{shape}") + ".",
+    )
+
+
+def check_close(
+    check_id: str,
+    actual: Any,
+    expected: Any,
+    *,
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    what: str = "the result",
+) -> None:
+    """Check ``actual`` against ``expected`` element-wise: ``|a - e| <= atol + rtol * |e|``.
+
+    A size-1 result is accepted where a scalar is expected (``loss_i`` may return ``[0.3]``);
+    otherwise the shapes must match exactly, so that broadcasting cannot hide a wrong shape.
+    """
+    expected_array = np.asarray(expected, dtype=np.float64)
+    actual_array = _as_float_array(check_id, actual, what)
+    if expected_array.ndim == 0 and actual_array.size == 1:
+        actual_array = actual_array.reshape(())
+    if actual_array.shape != expected_array.shape:
+        _verdict(check_id, False, f"{what} should have shape {expected_array.shape}, got {actual_array.shape}.")
+    if not np.all(np.isfinite(actual_array) | ~np.isfinite(expected_array)):
+        _verdict(check_id, False, f"{what} contains NaN or infinite values where finite numbers were expected.")
+    with np.errstate(all="ignore"):
+        bad = ~np.isclose(actual_array, expected_array, rtol=rtol, atol=atol, equal_nan=True)
+    if not bad.any():
+        _verdict(check_id, True)
+        return
+    first = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.ndim else ()
+    _verdict(
+        check_id,
+        False,
+        f"{what} is wrong at {int(bad.sum())} of {bad.size} entries "
+        f"(largest error {float(np.max(np.abs(actual_array - expected_array)[bad])):.3g}); "
+        f"for example {what}{_format_index(first)} should be {expected_array[first]:.6g}, "
+        f"got {actual_array[first]:.6g}.",
+    )
+
+
+def check_equal(check_id: str, actual: Any, expected: Any, *, what: str = "the result") -> None:
+    """Check exact equality of integer-like arrays (labels, indices, counts) or plain values."""
+    if isinstance(expected, (np.ndarray, list, tuple)):
+        actual_array, expected_array = np.asarray(actual), np.asarray(expected)
+        if actual_array.shape != expected_array.shape:
+            _verdict(check_id, False, f"{what} should have shape {expected_array.shape}, got {actual_array.shape}.")
+        mismatches = int(np.sum(actual_array != expected_array))
+        _verdict(check_id, mismatches == 0, f"{what} differs from the expected values at {mismatches} positions.")
+    else:
+        _verdict(check_id, bool(actual == expected), f"{what} should be {expected!r}, got {actual!r}.")
+
+
+def check_true(check_id: str, condition: Any, message: str) -> None:
+    """Record a condition computed by the test; ``message`` explains what was expected."""
+    _verdict(check_id, bool(condition), message)
+
+
+def check_gradient(
+    check_id: str,
+    function: Callable[[np.ndarray], Any],
+    x: Any,
+    analytic_gradient: Any,
+    *,
+    tolerance: float = 1e-6,
+    eps: float = 1e-6,
+    what: str = "the gradient",
+) -> None:
+    """Compare an analytic gradient with centred finite differences of ``function`` at ``x``.
+
+    Passes when :func:`rel_error` between the two is at most ``tolerance``; the shapes must match.
+    """
+    analytic = _as_float_array(check_id, analytic_gradient, what)
+    point = np.asarray(x, dtype=np.float64)
+    if analytic.shape != point.shape:
+        _verdict(check_id, False, f"{what} should have the shape of its variable, {point.shape}, got {analytic.shape}.")
+    with quiet():
+        numeric = numerical_gradient(function, point, eps=eps)
+    error = rel_error(analytic, numeric)
+    _verdict(
+        check_id,
+        error <= tolerance,
+        f"{what} disagrees with a finite-difference estimate (relative error {error:.2e}, "
+        f"allowed {tolerance:.0e}). Check signs, missing factors and which terms are summed.",
+    )
+
+
+def check_accuracy(check_id: str, accuracy: Any, minimum: float, *, what: str = "accuracy") -> None:
+    """Check that an accuracy in [0, 1] reaches ``minimum``."""
+    value = float(np.asarray(_as_float_array(check_id, accuracy, what)).reshape(-1)[0])
+    if not 0.0 <= value <= 1.0:
+        _verdict(check_id, False, f"{what} should be a fraction between 0 and 1, got {value:.4g}.")
+    _verdict(check_id, value >= minimum, f"{what} is {value:.3f}; at least {minimum:.3f} was expected.")
+

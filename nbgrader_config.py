@@ -1,0 +1,19 @@
+"""nbgrader settings for the course (the repository root is the course directory)."""
+
+c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
+
+c.CourseDirectory.course_id = "cml-neural-networks"
+c.CourseDirectory.root = "."
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+
+# Keep students' and instructors' stray files out of the release and of grading.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
+
+# Release notebooks carry no outputs; source notebooks are stored without them as well.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Grading: one cell may run this long before it is interrupted (seconds).
+c.ExecutePreprocessor.timeout = 120
+c.Execute.timeout = 120
