@@ -1,0 +1,196 @@
+"""``cml-course``: the instructor's workflow as commands.
+
+    cml-course release [A ...]        regenerate release/ from source/ with nbgrader
+    cml-course check-release          release/ equals a fresh build and leaks nothing
+    cml-course validate [A ...]       check-release, then solution = full marks and release = zero
+    cml-course examples OUT           write the bundled example submissions as OUT/<student>/<assignment>/
+    cml-course autograde SUBMITTED    autograde a folder of submissions: grade table, CSV, feedback
+    cml-course demo                   the main job: check the release, autograde the examples, print grades
+    cml-course cases A [CASE ...]     grade the described test submissions of tests/submissions/A
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cml.instructor import cases as cases_module
+from cml.instructor.autograde import GradeRow, autograde, format_table, write_csv
+from cml.instructor.notebooks import Course
+from cml.instructor.release import find_leaks, generate_release, release_differences, update_release
+from cml.instructor.submissions import Case, load_cases, write_submission
+
+__all__ = ["main"]
+
+EXAMPLES_DIR = Path("examples") / "submissions"
+
+
+def _course(arguments: argparse.Namespace) -> Course:
+    root = arguments.root.resolve()
+    if not (root / "source").is_dir():
+        raise SystemExit(f"{root} is not a course directory (no source/ folder); pass --root")
+    return Course(root)
+
+
+def _check_release(course: Course) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="cml-fresh-") as fresh:
+        problems = release_differences(course, generate_release(course, Path(fresh)))
+    return problems + find_leaks(course)
+
+
+def command_release(arguments: argparse.Namespace) -> int:
+    course = _course(arguments)
+    changes = update_release(course)
+    print("\n".join(changes) if changes else "release/ is already up to date")
+    return 0
+
+
+def command_check_release(arguments: argparse.Namespace) -> int:
+    problems = _check_release(_course(arguments))
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    print("release/ matches source/ and leaks nothing" if not problems else f"{len(problems)} release problems")
+    return 1 if problems else 0
+
+
+def command_validate(arguments: argparse.Namespace) -> int:
+    course = _course(arguments)
+    status = command_check_release(arguments)
+    assignments = arguments.assignments or course.assignments()
+    implicit = [case for assignment in assignments for case in cases_module.implicit_cases(assignment)]
+    for result in cases_module.run_cases(implicit, course.root, arguments.jobs, release_root=course.release):
+        verdict = "ok" if not result.failures else "FAIL"
+        print(f"{verdict:<4} {result.case.assignment:<22} {result.case.name:<9} "
+              f"{result.grade.auto_score:g}/{result.grade.auto_max:g} ({result.seconds:.1f} s)")
+        for failure in result.failures:
+            print(f"     - {failure}")
+        status |= bool(result.failures)
+    return status
+
+
+def write_examples(course: Course, target: Path) -> list[Case]:
+    """Build every example of ``examples/submissions/<assignment>/<student>.toml`` into nbgrader's layout."""
+    examples = []
+    for assignment in course.assignments():
+        folder = course.root / EXAMPLES_DIR / assignment
+        for case in load_cases(folder) if folder.is_dir() else []:
+            write_submission(case, course, target / case.name / assignment)
+            examples.append(case)
+    return examples
+
+
+def example_problems(examples: list[Case], rows: list[GradeRow]) -> list[str]:
+    """Where nbgrader's grades contradict what the example students' files say they should lose."""
+    by_key = {(row.student, row.assignment): row for row in rows}
+    problems = []
+    for case in examples:
+        row = by_key.get((case.name, case.assignment))
+        if row is None:
+            problems.append(f"{case.name}/{case.assignment}: no grade in the gradebook")
+        elif case.lose is None:
+            continue
+        elif "*" in case.lose:
+            if row.code_score != 0:
+                problems.append(f"{case.name}/{case.assignment}: expected 0, scored {row.code_score:g}")
+        elif set(row.failed_cells.split()) != set(case.lose):
+            problems.append(f"{case.name}/{case.assignment}: expected to lose {sorted(case.lose)}, "
+                            f"lost {row.failed_cells.split()}")
+    return problems
+
+
+def command_examples(arguments: argparse.Namespace) -> int:
+    examples = write_examples(_course(arguments), arguments.out)
+    print(f"wrote {len(examples)} example submissions into {arguments.out}")
+    return 0
+
+
+def _grade_and_report(
+    course: Course, submitted: Path, workdir: Path, assignments: list[str] | None
+) -> list[GradeRow]:
+    started = time.perf_counter()
+    rows = autograde(course, submitted, workdir, assignments)
+    write_csv(rows, workdir / "grades.csv")
+    print(format_table(rows))
+    print(f"\ngraded {len(rows)} submissions in {time.perf_counter() - started:.1f} s; "
+          f"CSV: {workdir / 'grades.csv'}; feedback: {workdir / 'feedback'}; gradebook: {workdir / 'gradebook.db'}")
+    return rows
+
+
+def command_autograde(arguments: argparse.Namespace) -> int:
+    course = _course(arguments)
+    _grade_and_report(course, arguments.submitted.resolve(), arguments.workdir.resolve(), arguments.assignments)
+    return 0
+
+
+def command_demo(arguments: argparse.Namespace) -> int:
+    """Check the release, autograde the bundled examples, and verify the reference and blank students."""
+    course = _course(arguments)
+    print("== release: fresh nbgrader build vs release/, leak check")
+    problems = _check_release(course)
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    print("release/ matches source/ and leaks nothing" if not problems else f"{len(problems)} release problems")
+    workdir = arguments.workdir.resolve()
+    with tempfile.TemporaryDirectory(prefix="cml-examples-") as submitted:
+        examples = write_examples(course, Path(submitted))
+        students = sorted({case.name for case in examples})
+        print(f"\n== autograding the example students ({', '.join(students)}) with nbgrader")
+        rows = _grade_and_report(course, Path(submitted), workdir, None)
+    expectations = example_problems(examples, rows)
+    for problem in expectations:
+        print(f"PROBLEM {problem}")
+    ok = not problems and not expectations
+    print("\nall checks passed" if ok else "\nsome checks FAILED")
+    return 0 if ok else 1
+
+
+def command_cases(arguments: argparse.Namespace) -> int:
+    forwarded = [arguments.assignment, *arguments.cases, "--root", str(arguments.root), "--jobs", str(arguments.jobs)]
+    return cases_module.main(forwarded)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cml-course", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the course directory (default: here)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    jobs = os.cpu_count() or 1
+
+    release = commands.add_parser("release", help="regenerate release/ from source/")
+    release.set_defaults(handler=command_release)
+    check = commands.add_parser("check-release", help="release/ equals a fresh build and leaks nothing")
+    check.set_defaults(handler=command_check_release)
+    validate = commands.add_parser("validate", help="check-release, solution full marks, blank zero")
+    validate.add_argument("assignments", nargs="*")
+    validate.add_argument("--jobs", type=int, default=jobs)
+    validate.set_defaults(handler=command_validate)
+    examples = commands.add_parser("examples", help="write the example submissions")
+    examples.add_argument("out", type=Path)
+    examples.set_defaults(handler=command_examples)
+    grade = commands.add_parser("autograde", help="autograde SUBMITTED/<student>/<assignment>/*.ipynb")
+    grade.add_argument("submitted", type=Path)
+    grade.add_argument("assignments", nargs="*")
+    grade.add_argument("--workdir", type=Path, default=Path("course_work"))
+    grade.set_defaults(handler=command_autograde)
+    demo = commands.add_parser("demo", help="the main job on the bundled examples")
+    demo.add_argument("--workdir", type=Path, default=Path("course_work"))
+    demo.set_defaults(handler=command_demo)
+    case = commands.add_parser("cases", help="grade the test submissions of an assignment")
+    case.add_argument("assignment")
+    case.add_argument("cases", nargs="*")
+    case.add_argument("--jobs", type=int, default=jobs)
+    case.set_defaults(handler=command_cases)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    return arguments.handler(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Grade one notebook the way ``nbgrader autograde`` does, without a gradebook.
+
+Used by the test cases and by ``validate``: restore every locked cell (tests with their hidden part)
+from the source notebook, keep the student's answer cells, execute, then score each grade cell with
+nbgrader's own rule (:func:`nbgrader.utils.determine_grade`). The bundled example submissions go
+through real ``nbgrader autograde`` and a test checks that both agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbformat import NotebookNode
+from nbgrader.utils import determine_grade
+
+from cml.instructor.notebooks import cell_kind, grade_id
+
+__all__ = ["GRADING_ENVIRONMENT", "CellGrade", "NotebookGrade", "merge_for_grading", "grade_notebook"]
+
+GRADING_ENVIRONMENT = {"CML_NO_PROGRESS": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+"""Environment for grading kernels: progress bars off (tqdm writes to stderr)."""
+
+
+@dataclass(frozen=True)
+class CellGrade:
+    grade_id: str
+    kind: str
+    score: float | None
+    """Points given automatically; ``None`` for a written answer awaiting manual grading."""
+    max_score: float
+    error: str = ""
+    """The last line of the cell's error or stderr output, when it scored zero."""
+
+
+@dataclass
+class NotebookGrade:
+    cells: list[CellGrade] = field(default_factory=list)
+    problem: str = ""
+    """What went wrong with the notebook as a whole (dead kernel), if anything."""
+
+    @property
+    def auto_score(self) -> float:
+        return sum(cell.score or 0.0 for cell in self.cells if cell.kind == "tests")
+
+    @property
+    def auto_max(self) -> float:
+        return sum(cell.max_score for cell in self.cells if cell.kind == "tests")
+
+    def by_id(self) -> dict[str, CellGrade]:
+        return {cell.grade_id: cell for cell in self.cells}
+
+
+def merge_for_grading(source: NotebookNode, submission: NotebookNode) -> NotebookNode:
+    """The submission with every locked cell replaced by its source version, as nbgrader's OverwriteCells does.
+
+    Locked cells the student deleted are not restored here (nbgrader would flag the submission); their
+    points are simply missing from the result.
+    """
+    locked_cells = {grade_id(cell): cell for cell in source.cells if cell_kind(cell) in ("tests", "readonly")}
+    merged = copy.deepcopy(submission)
+    for index, cell in enumerate(merged.cells):
+        identifier = grade_id(cell)
+        if identifier in locked_cells:
+            replacement = copy.deepcopy(locked_cells[identifier])
+            replacement["id"] = cell.get("id", replacement.get("id"))
+            merged.cells[index] = replacement
+    for cell in merged.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return merged
+
+
+def _error_summary(cell: NotebookNode) -> str:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"[:500]
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            text = output.get("text", "").strip().splitlines()
+            return ("wrote to stderr: " + (text[-1] if text else ""))[:500]
+    return ""
+
+
+def grade_notebook(
+    source: NotebookNode,
+    submission: NotebookNode,
+    *,
+    workdir: Path,
+    cell_timeout: int = 120,
+) -> tuple[NotebookGrade, NotebookNode]:
+    """Execute the merged notebook in ``workdir`` and score its grade cells. Returns the grades and the executed notebook."""
+    notebook = merge_for_grading(source, submission)
+    environment = {**os.environ, **GRADING_ENVIRONMENT}
+    client = NotebookClient(
+        notebook,
+        timeout=cell_timeout,
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        resources={"metadata": {"path": str(workdir)}},
+        kernel_name="python3",
+    )
+    result = NotebookGrade()
+    try:
+        client.execute(env=environment)
+    except (DeadKernelError, CellExecutionError, RuntimeError) as error:
+        result.problem = f"{type(error).__name__}: {error}"[:500]
+    for cell in notebook.cells:
+        kind = cell_kind(cell)
+        if kind not in ("tests", "manual"):
+            continue
+        if kind == "tests" and cell.get("execution_count") is None and not cell.get("outputs"):
+            score, max_score = 0.0, float(cell.metadata["nbgrader"]["points"])
+            error = "not executed (the kernel stopped before this cell)"
+        else:
+            score, max_score = determine_grade(cell)
+            error = _error_summary(cell) if score == 0 else ""
+        result.cells.append(CellGrade(grade_id(cell), kind, score, max_score, error))
+    return result, notebook
