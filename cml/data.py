@@ -229,13 +229,15 @@ def load_mnist_full(
     cache_dir: str | os.PathLike[str] | None = None,
     *,
     download: bool = False,
-    checksums: Mapping[str, str] = MNIST_FILES,
+    checksums: Mapping[str, str] | None = None,
 ) -> tuple[Split, Split]:
     """The full MNIST set (60,000 training and 10,000 test images) from the four original IDX files.
 
     Returns ``(train_images, train_labels), (test_images, test_labels)`` with images ``uint8`` of shape
-    ``(n, 28, 28)`` and labels ``int64`` of shape ``(n,)``. Files are verified against ``checksums``.
+    ``(n, 28, 28)`` and labels ``int64`` of shape ``(n,)``. Files are verified against ``checksums``
+    (default: :data:`MNIST_FILES`).
     """
+    checksums = checksums if checksums is not None else MNIST_FILES
     directory = Path(cache_dir) if cache_dir is not None else mnist_cache_dir()
     if download:
         _download_mnist(directory, checksums)
