@@ -1,0 +1,77 @@
+"""The main job end to end: real ``nbgrader autograde`` of the bundled example submissions.
+
+Also checks that the in-process grader used for the test cases agrees with nbgrader, cell by cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cml.instructor.cases import run_case
+from cml.instructor.cli import EXAMPLES_DIR
+from cml.instructor.notebooks import Course
+from cml.instructor.submissions import load_cases
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    workdir = tmp_path_factory.mktemp("demo")
+    completed = subprocess.run(
+        [sys.executable, "-m", "cml.instructor.cli", "demo", "--workdir", str(workdir)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    return completed, workdir
+
+
+def _examples() -> list:
+    course = Course(REPO)
+    return [case for a in course.assignments() for case in load_cases(REPO / EXAMPLES_DIR / a)]
+
+
+def test_demo_succeeds_and_prints_the_grade_table(demo_run) -> None:
+    completed, _ = demo_run
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "release/ matches source/ and leaks nothing" in completed.stdout
+    assert "student" in completed.stdout and "autograded" in completed.stdout
+    for case in _examples():
+        assert case.name in completed.stdout
+    assert "all checks passed" in completed.stdout
+
+
+def test_examples_cover_full_zero_and_partial_marks(demo_run) -> None:
+    _, workdir = demo_run
+    with open(workdir / "grades.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    expected = {(case.name, case.assignment) for case in _examples()}
+    assert {(row["student"], row["assignment"]) for row in rows} == expected
+    scores = {(row["student"], row["assignment"]): float(row["code_score"]) for row in rows}
+    maxima = {(row["student"], row["assignment"]): float(row["max_code_score"]) for row in rows}
+    kinds = set()
+    for key, score in scores.items():
+        kinds.add("full" if score == maxima[key] else "zero" if score == 0 else "partial")
+    assert kinds == {"full", "zero", "partial"}
+
+
+def test_feedback_is_generated_for_every_submission(demo_run) -> None:
+    _, workdir = demo_run
+    for case in _examples():
+        pages = list((workdir / "feedback" / case.name / case.assignment).glob("*.html"))
+        assert pages, f"no feedback for {case.name}/{case.assignment}"
+
+
+@pytest.mark.parametrize("case", [c for c in _examples() if c.lose not in ((), ("*",))], ids=lambda c: f"{c.assignment}/{c.name}")
+def test_in_process_grader_agrees_with_nbgrader(demo_run, case) -> None:
+    _, workdir = demo_run
+    with open(workdir / "grades.csv") as stream:
+        row = next(r for r in csv.DictReader(stream) if (r["student"], r["assignment"]) == (case.name, case.assignment))
+    result = run_case(case, REPO, Course(REPO).release)
+    assert result.grade.auto_score == pytest.approx(float(row["code_score"]))
+    failed = sorted(cell.grade_id for cell in result.grade.cells if cell.kind == "tests" and cell.score != cell.max_score)
+    assert failed == sorted(row["failed_cells"].split())

@@ -1,0 +1,59 @@
+"""Grade every described submission (tests/submissions/<assignment>/*.toml) and check what it must lose.
+
+Each assignment also has the implicit cases ``solution`` (full marks, every grade cell silent on stderr)
+and ``blank`` (the untouched release scores zero). Submissions are built from the committed release,
+which test_release proves equal to a fresh build.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cml.instructor.cases import expectation_failures, implicit_cases, run_case
+from cml.instructor.notebooks import Course
+from cml.instructor.submissions import Case, load_cases
+
+REPO = Path(__file__).resolve().parents[1]
+COURSE = Course(REPO)
+
+
+def _all_cases() -> list[Case]:
+    cases = []
+    for assignment in COURSE.assignments():
+        folder = REPO / "tests" / "submissions" / assignment
+        cases += implicit_cases(assignment) + (load_cases(folder) if folder.is_dir() else [])
+    return cases
+
+
+CASES = _all_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{case.assignment}/{case.name}" for case in CASES])
+def test_case_scores_as_described(case: Case) -> None:
+    result = run_case(case, REPO, COURSE.release)
+    assert not result.failures, f"{case.description}:\n" + "\n".join(result.failures)
+    if case.name == "solution":
+        noisy = [cell.grade_id for cell in result.grade.cells if cell.error]
+        assert not noisy, f"grade cells with errors or stderr output under the reference solution: {noisy}"
+
+
+def test_every_assignment_has_wrong_and_right_cases() -> None:
+    for assignment in COURSE.assignments():
+        described = [case for case in CASES if case.assignment == assignment and case.name not in ("solution", "blank")]
+        wrong = [case for case in described if case.lose]
+        right = [case for case in described if case.lose == ()]
+        assert len(wrong) >= 5, f"{assignment}: only {len(wrong)} wrong-answer cases"
+        assert len(right) >= 2, f"{assignment}: only {len(right)} correct-alternative cases"
+
+
+def test_expectations_are_enforced_both_ways() -> None:
+    from cml.instructor.grader import CellGrade, NotebookGrade
+
+    grade = NotebookGrade([CellGrade("t1", "tests", 2.0, 2.0), CellGrade("t2", "tests", 0.0, 1.0, "boom")])
+    assert expectation_failures(Case("c", "a", "", lose=("t2",)), grade) == []
+    assert expectation_failures(Case("c", "a", "", lose=()), grade)  # t2 should have passed
+    assert expectation_failures(Case("c", "a", "", lose=("t1", "t2")), grade)  # t1 should have failed
+    assert expectation_failures(Case("c", "a", "", lose=("nope",)), grade)  # unknown cell named
+    assert expectation_failures(Case("c", "a", "", lose=("*",)), grade)  # t1 scored
