@@ -85,41 +85,6 @@ def test_authoring_round_trip_preserves_real_notebooks(course: Course) -> None:
         ]
 
 
-MINI_COURSE = '''# %% [markdown]
-# A tiny assignment.
-
-# %% solution id=square
-def square(x):
-    """Square x."""
-    ### BEGIN SOLUTION
-    secret_value = x * x
-    return secret_value
-    ### END SOLUTION
-
-# %% tests id=test_square points=1
-"""square squares."""
-from cml.checks import check_close
-check_close("square.visible", square(3.0), 9.0)
-### BEGIN HIDDEN TESTS
-check_close("square.hidden_negative", square(-2.0), 4.0)
-### END HIDDEN TESTS
-
-# %% [markdown] manual id=why points=1
-# Because multiplication by itself is the definition of a square.
-'''
-
-
-@pytest.fixture()
-def mini_course(tmp_path: Path, course: Course) -> Course:
-    notebook = script_to_notebook(MINI_COURSE)
-    (tmp_path / "source" / "mini").mkdir(parents=True)
-    nbformat.write(notebook, tmp_path / "source" / "mini" / "mini.ipynb")
-    (tmp_path / "nbgrader_config.py").write_text((course.root / "nbgrader_config.py").read_text())
-    mini = Course(tmp_path)
-    generate_release(mini, mini.release)
-    return mini
-
-
 def test_leak_detector_accepts_a_clean_release_and_catches_leaks(mini_course: Course) -> None:
     assert find_leaks(mini_course) == []
     released_path = mini_course.release / "mini" / "mini.ipynb"

@@ -1,0 +1,61 @@
+"""The in-process grader scores cells with nbgrader's rules and survives broken submissions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cml.instructor.cases import run_case
+from cml.instructor.grader import grade_notebook
+from cml.instructor.notebooks import Course
+from cml.instructor.notebooks import strip_solution_markers
+from cml.instructor.submissions import Case, build_submission
+
+
+def _grade(mini_course: Course, square_source: str, tmp_path: Path, **options):
+    source = mini_course.read(mini_course.notebooks("mini")[0])
+    release = mini_course.read(mini_course.release / "mini" / "mini.ipynb")
+    submission = build_submission(Case("x", "mini", "", cells={"square": square_source}), source, release)
+    grade, executed = grade_notebook(source, submission, workdir=tmp_path, **options)
+    return grade.by_id(), grade, executed
+
+
+def test_solution_blank_and_wrong(mini_course: Course) -> None:
+    solution = run_case(Case("solution", "mini", "", lose=()), mini_course.root, mini_course.release)
+    assert solution.grade.by_id()["test_square"].score == 1 and not solution.failures
+    assert solution.grade.by_id()["why"].score is None  # written answer awaits a human
+    blank = run_case(Case("blank", "mini", "", base="blank", lose=("*",)), mini_course.root, mini_course.release)
+    assert blank.grade.auto_score == 0 and not blank.failures
+    assert "NotImplementedError" in blank.grade.by_id()["test_square"].error
+    assert blank.grade.by_id()["why"].score == 0  # an untouched written answer scores zero
+
+
+def test_hidden_tests_are_restored_and_run(mini_course: Course, tmp_path: Path) -> None:
+    # Right on the visible input (3 -> 9), wrong on the hidden one (-2 -> 4).
+    cells, _, executed = _grade(mini_course, "def square(x):\n    return 9.0 if x == 3 else x", tmp_path)
+    assert cells["test_square"].score == 0
+    assert "square.hidden_negative" in cells["test_square"].error
+    assert any("BEGIN HIDDEN TESTS" in cell.source for cell in executed.cells)
+
+
+def test_stderr_output_scores_zero_like_nbgrader(mini_course: Course, tmp_path: Path) -> None:
+    noisy = "import sys\ndef square(x):\n    print('debug', file=sys.stderr)\n    return x * x"
+    cells, _, _ = _grade(mini_course, noisy, tmp_path)
+    assert cells["test_square"].score == 0 and "stderr" in cells["test_square"].error
+
+
+def test_a_dying_kernel_loses_only_the_cells_after_it(mini_course: Course, tmp_path: Path) -> None:
+    cells, grade, _ = _grade(mini_course, "import os\nos._exit(3)", tmp_path)
+    assert cells["test_square"].score == 0
+    assert grade.problem  # reported, not raised
+
+
+def test_a_hanging_cell_is_interrupted(mini_course: Course, tmp_path: Path) -> None:
+    cells, _, _ = _grade(mini_course, "def square(x):\n    while True:\n        pass", tmp_path, cell_timeout=3)
+    assert cells["test_square"].score == 0
+
+
+def test_strip_solution_markers_keeps_the_answer() -> None:
+    source = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n"
+    assert strip_solution_markers(source) == "def f():\n    return 1"
+    scheme = "Answer.\n=== BEGIN MARK SCHEME ===\nGive 2 points.\n=== END MARK SCHEME ===\n"
+    assert strip_solution_markers(scheme) == "Answer."
