@@ -57,9 +57,3 @@ def mini_course(tmp_path: Path, course: Course) -> Course:
     generate_release(mini, mini.release)
     return mini
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep each notebook's nbval cells on one xdist worker (they share a kernel, in order)."""
-    for item in items:
-        if item.nodeid.split("::")[0].endswith(".ipynb"):
-            item.add_marker(pytest.mark.xdist_group(name=item.nodeid.split("::")[0]))
