@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "STYLE",
@@ -144,6 +145,7 @@ def training_curves(
         for name, values in curves.items():
             ax.plot(np.arange(1, len(values) + 1), values, marker="o" if len(values) <= 30 else None,
                     markersize=3, label=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if log_scale:

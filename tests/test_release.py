@@ -15,7 +15,7 @@ from cml.instructor.authoring import notebook_to_script, script_to_notebook
 from cml.instructor.notebooks import Course, cell_kind, grade_id
 from cml.instructor.release import find_leaks, generate_release, release_differences
 
-CHECK_CALL = re.compile(r"""\bcheck_\w+\(\s*(?P<quote>["'])(?P<id>[^"']+)(?P=quote)""")
+CHECK_CALL = re.compile(r"""\bcheck_\w+\(\s*f?(?P<quote>["'])(?P<id>[^"']+)(?P=quote)""")
 
 
 @pytest.fixture(scope="module")

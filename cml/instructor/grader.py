@@ -22,8 +22,15 @@ from cml.instructor.notebooks import cell_kind, grade_id
 
 __all__ = ["GRADING_ENVIRONMENT", "CellGrade", "NotebookGrade", "merge_for_grading", "grade_notebook"]
 
-GRADING_ENVIRONMENT = {"CML_NO_PROGRESS": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-"""Environment for grading kernels: progress bars off (tqdm writes to stderr)."""
+GRADING_ENVIRONMENT = {
+    "CML_NO_PROGRESS": "1",
+    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+"""Environment for grading kernels: progress bars off (tqdm writes to stderr), and one BLAS thread per
+kernel, since kernels run side by side and the course's small matrices gain nothing from more threads."""
 
 
 @dataclass(frozen=True)

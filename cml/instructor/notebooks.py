@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +14,9 @@ __all__ = [
     "cell_kind",
     "grade_id",
     "strip_solution_markers",
-    "regions",
     "SOLUTION_MARKERS",
     "HIDDEN_MARKERS",
+    "MARK_SCHEME_MARKERS",
 ]
 
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
@@ -75,22 +74,6 @@ def cell_kind(cell: NotebookNode) -> str | None:
     if metadata.get("locked"):
         return "readonly"
     return None
-
-
-def regions(source: str, markers: tuple[str, str]) -> Iterator[list[str]]:
-    """The lines between each pair of ``markers`` (exclusive) in a cell's source."""
-    begin, end = markers
-    inside: list[str] | None = None
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped.startswith(begin):
-            inside = []
-        elif stripped.startswith(end):
-            if inside is not None:
-                yield inside
-            inside = None
-        elif inside is not None:
-            inside.append(line)
 
 
 _MARKER_LINE = re.compile(

@@ -11,14 +11,7 @@ from pathlib import Path
 
 import nbformat
 
-from cml.instructor.notebooks import (
-    HIDDEN_MARKERS,
-    MARK_SCHEME_MARKERS,
-    SOLUTION_MARKERS,
-    Course,
-    cell_kind,
-    regions,
-)
+from cml.instructor.notebooks import HIDDEN_MARKERS, MARK_SCHEME_MARKERS, SOLUTION_MARKERS, Course, cell_kind
 
 __all__ = ["generate_release", "update_release", "release_differences", "find_leaks"]
 
@@ -95,18 +88,28 @@ _MIN_LEAK_LENGTH = 12
 
 
 def _secret_lines(notebook: nbformat.NotebookNode) -> set[str]:
-    """Lines that only the instructor may see: solutions, hidden tests, mark schemes, model written answers."""
+    """Lines that only the instructor may see: solutions, hidden tests, mark schemes, model written answers.
+
+    A line that also stands outside those regions (in a visible test, say) is public and not counted.
+    """
     secret: set[str] = set()
     public: set[str] = set()
+    opening = {begin: end for begin, end in (SOLUTION_MARKERS, HIDDEN_MARKERS, MARK_SCHEME_MARKERS)}
     for cell in notebook.cells:
-        kind = cell_kind(cell)
-        blocks = [*regions(cell.source, SOLUTION_MARKERS), *regions(cell.source, HIDDEN_MARKERS),
-                  *regions(cell.source, MARK_SCHEME_MARKERS)]
-        if kind == "manual" and cell.cell_type == "markdown" and not blocks:
-            blocks = [cell.source.splitlines()]
-        hidden = {line.strip() for block in blocks for line in block}
-        secret |= hidden
-        public |= {line.strip() for line in cell.source.splitlines()} - hidden
+        whole_cell_secret = cell_kind(cell) == "manual" and cell.cell_type == "markdown" and not any(
+            begin in cell.source for begin in opening
+        )
+        closing: str | None = None
+        for line in cell.source.splitlines():
+            stripped = line.strip()
+            if closing is None and stripped in opening:
+                closing = opening[stripped]
+            elif closing is not None and stripped == closing:
+                closing = None
+            elif closing is not None or whole_cell_secret:
+                secret.add(stripped)
+            else:
+                public.add(stripped)
     return {line for line in secret - public if len(line) >= _MIN_LEAK_LENGTH and not line.startswith("#")}
 
 
