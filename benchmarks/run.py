@@ -92,29 +92,35 @@ def torch_epoch(X: np.ndarray, D: np.ndarray, n_hidden: int, batch_size: int, lr
                 parameter -= lr * gradient
 
 
-def time_epochs(repeats: int, batch_size: int = 32, n_hidden: int = 32, lr: float = 0.1) -> None:
+def time_epochs(repeats: int, n_hidden: int = 32, lr: float = 0.1) -> None:
+    """NumPy and PyTorch epochs on the same data, with the same number of threads, for a few batch sizes."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     network_class = reference_network()
     (train_images, train_labels), _ = load_mnist()
     X = (train_images.reshape(len(train_images), -1).T / 255.0).astype(np.float64)
     D = one_hot(train_labels, 10).T
-    numpy_times, torch_times = [], []
-    for repeat in range(repeats):
-        np.random.seed(repeat)  # the student's class may use the global generator for its init and shuffling
-        network = network_class(X.shape[0], n_hidden, 10)
-        started = time.perf_counter()
-        network.fit(X, D, batch_size, n_epochs=1, lr=lr)
-        numpy_times.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        torch_epoch(X, D, n_hidden, batch_size, lr, seed=repeat)
-        torch_times.append(time.perf_counter() - started)
-    numpy_median, torch_median = statistics.median(numpy_times), statistics.median(torch_times)
-    print(f"one epoch of the 03 network (784-{n_hidden}-10, sigmoid, summed squared error, batch {batch_size}, "
-          f"{X.shape[1]} images, float64), median of {repeats}:")
-    print(f"  NumPy (reference solution)  {numpy_median * 1000:8.1f} ms")
-    print(f"  PyTorch CPU ({torch.get_num_threads()} threads)    {torch_median * 1000:8.1f} ms")
-    print(f"  ratio NumPy / PyTorch       {numpy_median / torch_median:8.2f}")
+    print(f"one epoch of the 03 network (784-{n_hidden}-10, sigmoid, summed squared error, {X.shape[1]} images, "
+          f"float64), median of {repeats} epochs:")
+    print(f"  {'threads':>7} {'batch':>6} {'NumPy (ms)':>11} {'PyTorch CPU (ms)':>17} {'NumPy / PyTorch':>16}")
+    for n_threads in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(n_threads)
+        with threadpool_limits(limits=n_threads):
+            for batch_size in (32, 512):
+                numpy_times, torch_times = [], []
+                for repeat in range(repeats):
+                    np.random.seed(repeat)  # a student's class may use the global generator
+                    network = network_class(X.shape[0], n_hidden, 10)
+                    started = time.perf_counter()
+                    network.fit(X, D, batch_size, n_epochs=1, lr=lr)
+                    numpy_times.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    torch_epoch(X, D, n_hidden, batch_size, lr, seed=repeat)
+                    torch_times.append(time.perf_counter() - started)
+                numpy_ms = 1000 * statistics.median(numpy_times)
+                torch_ms = 1000 * statistics.median(torch_times)
+                print(f"  {n_threads:>7} {batch_size:>6} {numpy_ms:>11.1f} {torch_ms:>17.1f} {numpy_ms / torch_ms:>16.2f}")
 
 
 def main() -> None:
