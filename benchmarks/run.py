@@ -88,7 +88,7 @@ def torch_epoch(X: np.ndarray, D: np.ndarray, n_hidden: int, batch_size: int, lr
         loss = 0.5 * ((y - d) ** 2).sum()
         gradients = torch.autograd.grad(loss, parameters)
         with torch.no_grad():
-            for parameter, gradient in zip(parameters, gradients):
+            for parameter, gradient in zip(parameters, gradients, strict=True):
                 parameter -= lr * gradient
 
 

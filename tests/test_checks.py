@@ -129,7 +129,7 @@ def test_checks_return_none_so_nbgrader_gives_full_points() -> None:
 
 def test_quiet_swallows_warnings_fp_errors_and_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     def naive_sigmoid(x: np.ndarray) -> np.ndarray:
-        warnings.warn("a harmless warning")
+        warnings.warn("a harmless warning", stacklevel=2)
         print("to stderr", file=sys.stderr)
         return 1 / (1 + np.exp(-x))
 

@@ -31,7 +31,7 @@ def test_generators_are_seeded_and_shaped() -> None:
         lambda seed: data.noisy_sine(50, seed=seed),
     ):
         first, second, other = make(7), make(7), make(8)
-        for a, b in zip(first, second):
+        for a, b in zip(first, second, strict=True):
             np.testing.assert_array_equal(a, b)
         assert not np.array_equal(first[0], other[0])
     X, y = data.blobs(51, centers=[[0, 0], [5, 5], [0, 5]], std=0.1, seed=0)

@@ -8,10 +8,7 @@ Grading happens in a working course directory (its own gradebook, ``submitted/``
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from nbgrader.api import Gradebook, MissingEntry
 
 from cml.instructor.grader import GRADING_ENVIRONMENT
 from cml.instructor.notebooks import Course
-from cml.instructor.release import CONFIG_FILE
+from cml.instructor.release import CONFIG_FILE, run_nbgrader
 
 __all__ = ["GradeRow", "prepare_workdir", "autograde", "read_grades", "write_csv", "format_table"]
 
@@ -48,15 +45,6 @@ def prepare_workdir(course: Course, workdir: Path, assignments: list[str]) -> No
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
 
 
-def _nbgrader(arguments: list[str], workdir: Path, log: Path) -> int:
-    environment = {**os.environ, **GRADING_ENVIRONMENT}
-    with open(log, "a") as stream:
-        stream.write(f"$ nbgrader {' '.join(arguments)}\n")
-        stream.flush()
-        return subprocess.run([sys.executable, "-m", "nbgrader", *arguments], cwd=workdir, env=environment,
-                              stdout=stream, stderr=subprocess.STDOUT, check=False).returncode
-
-
 def autograde(course: Course, submissions: Path, workdir: Path, assignments: list[str] | None = None) -> list[GradeRow]:
     """Grade every submission of ``assignments`` (default: all) and write feedback; returns the grade rows.
 
@@ -75,8 +63,7 @@ def autograde(course: Course, submissions: Path, workdir: Path, assignments: lis
             ["generate_feedback", assignment, "--force", "--db", database],
         )
         for step in steps:
-            if _nbgrader(step, workdir, log) != 0:
-                raise RuntimeError(f"nbgrader {step[0]} {assignment} failed; see {log}")
+            run_nbgrader(step, workdir, log=log, environment=GRADING_ENVIRONMENT)
     return read_grades(database, assignments)
 
 

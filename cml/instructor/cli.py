@@ -36,10 +36,15 @@ def _course(arguments: argparse.Namespace) -> Course:
     return Course(root)
 
 
-def _check_release(course: Course) -> list[str]:
+def _check_release(course: Course) -> bool:
+    """Print how release/ differs from a fresh build and what it leaks; True when nothing does."""
     with tempfile.TemporaryDirectory(prefix="cml-fresh-") as fresh:
         problems = release_differences(course, generate_release(course, Path(fresh)))
-    return problems + find_leaks(course)
+    problems += find_leaks(course)
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    print("release/ matches source/ and leaks nothing" if not problems else f"{len(problems)} release problems")
+    return not problems
 
 
 def command_release(arguments: argparse.Namespace) -> int:
@@ -50,11 +55,7 @@ def command_release(arguments: argparse.Namespace) -> int:
 
 
 def command_check_release(arguments: argparse.Namespace) -> int:
-    problems = _check_release(_course(arguments))
-    for problem in problems:
-        print(f"PROBLEM {problem}")
-    print("release/ matches source/ and leaks nothing" if not problems else f"{len(problems)} release problems")
-    return 1 if problems else 0
+    return 0 if _check_release(_course(arguments)) else 1
 
 
 def command_validate(arguments: argparse.Namespace) -> int:
@@ -130,10 +131,7 @@ def command_demo(arguments: argparse.Namespace) -> int:
     """Check the release, autograde the bundled examples, and verify the reference and blank students."""
     course = _course(arguments)
     print("== release: fresh nbgrader build vs release/, leak check")
-    problems = _check_release(course)
-    for problem in problems:
-        print(f"PROBLEM {problem}")
-    print("release/ matches source/ and leaks nothing" if not problems else f"{len(problems)} release problems")
+    release_ok = _check_release(course)
     workdir = arguments.workdir.resolve()
     with tempfile.TemporaryDirectory(prefix="cml-examples-") as submitted:
         examples = write_examples(course, Path(submitted))
@@ -143,7 +141,7 @@ def command_demo(arguments: argparse.Namespace) -> int:
     expectations = example_problems(examples, rows)
     for problem in expectations:
         print(f"PROBLEM {problem}")
-    ok = not problems and not expectations
+    ok = release_ok and not expectations
     print("\nall checks passed" if ok else "\nsome checks FAILED")
     return 0 if ok else 1
 

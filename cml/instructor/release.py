@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import nbformat
 
 from cml.instructor.notebooks import HIDDEN_MARKERS, MARK_SCHEME_MARKERS, SOLUTION_MARKERS, Course, cell_kind
 
-__all__ = ["generate_release", "update_release", "release_differences", "find_leaks"]
+__all__ = ["run_nbgrader", "generate_release", "update_release", "release_differences", "find_leaks"]
 
 CONFIG_FILE = "nbgrader_config.py"
 
 
-def _run_nbgrader(arguments: list[str], cwd: Path) -> None:
+def run_nbgrader(arguments: list[str], cwd: Path, *, log: Path | None = None,
+                 environment: Mapping[str, str] | None = None) -> None:
+    """Run ``nbgrader ARGUMENTS`` in ``cwd``, appending its output to ``log``; raise with that output on failure."""
     completed = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *arguments], cwd=cwd, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "nbgrader", *arguments], cwd=cwd, env={**os.environ, **(environment or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
     )
+    if log is not None:
+        with open(log, "a") as stream:
+            stream.write(f"$ nbgrader {' '.join(arguments)}\n{completed.stdout}")
     if completed.returncode != 0:
-        raise RuntimeError(f"nbgrader {' '.join(arguments)} failed in {cwd}:\n{completed.stdout}\n{completed.stderr}")
+        raise RuntimeError(f"nbgrader {' '.join(arguments)} failed in {cwd}:\n{completed.stdout[-3000:]}")
 
 
 def generate_release(course: Course, target: Path, assignments: list[str] | None = None) -> Path:
@@ -38,7 +46,7 @@ def generate_release(course: Course, target: Path, assignments: list[str] | None
         for assignment in assignments:
             shutil.copytree(course.source / assignment, scratch / "source" / assignment,
                             ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-            _run_nbgrader(["generate_assignment", assignment, "--force", "--db", f"sqlite:///{scratch}/gb.db"], scratch)
+            run_nbgrader(["generate_assignment", assignment, "--force", "--db", f"sqlite:///{scratch}/gb.db"], scratch)
         target.mkdir(parents=True, exist_ok=True)
         for assignment in assignments:
             destination = target / assignment
