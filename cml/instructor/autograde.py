@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
 
-from cml.instructor.grader import GRADING_ENVIRONMENT
+from cml.instructor.grader import GRADING_ENVIRONMENT, CellGrade
 from cml.instructor.notebooks import Course
 from cml.instructor.release import CONFIG_FILE, run_nbgrader
 
@@ -32,6 +32,8 @@ class GradeRow:
     needs_manual_grade: bool
     failed_cells: str
     """Grade ids of the test cells that scored less than their points."""
+    cells: tuple[CellGrade, ...] = field(default=(), repr=False, compare=False)
+    """Every grade cell's score (not written to the CSV)."""
 
 
 def prepare_workdir(course: Course, workdir: Path, assignments: list[str]) -> None:
@@ -77,13 +79,17 @@ def read_grades(database: str, assignments: list[str]) -> list[GradeRow]:
                     submission = gradebook.find_submission(assignment, student.id)
                 except MissingEntry:
                     continue
-                failed = [
-                    grade.name
+                cells = tuple(
+                    CellGrade(
+                        grade.name,
+                        "tests" if grade.cell_type == "code" and not grade.needs_manual_grade else "manual",
+                        None if grade.needs_manual_grade else float(grade.score or 0),
+                        float(grade.max_score),
+                    )
                     for notebook in submission.notebooks
                     for grade in notebook.grades
-                    if grade.cell_type == "code" and not grade.needs_manual_grade
-                    and (grade.score or 0) < grade.max_score
-                ]
+                )
+                failed = [cell.grade_id for cell in cells if cell.kind == "tests" and cell.score < cell.max_score]
                 rows.append(GradeRow(
                     student=student.id,
                     assignment=assignment,
@@ -93,15 +99,17 @@ def read_grades(database: str, assignments: list[str]) -> list[GradeRow]:
                     max_written_score=float(submission.max_written_score),
                     needs_manual_grade=bool(submission.needs_manual_grade),
                     failed_cells=" ".join(sorted(failed)),
+                    cells=cells,
                 ))
     return rows
 
 
 def write_csv(rows: list[GradeRow], path: Path) -> None:
     with open(path, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(GradeRow.__dataclass_fields__))
+        columns = [column.name for column in fields(GradeRow) if column.name != "cells"]
+        writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(asdict(row) for row in rows)
+        writer.writerows({column: getattr(row, column) for column in columns} for row in rows)
 
 
 def format_table(rows: list[GradeRow]) -> str:

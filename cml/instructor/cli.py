@@ -20,6 +20,8 @@ from pathlib import Path
 
 from cml.instructor import cases as cases_module
 from cml.instructor.autograde import GradeRow, autograde, format_table, write_csv
+from cml.instructor.cases import expectation_failures
+from cml.instructor.grader import NotebookGrade
 from cml.instructor.notebooks import Course
 from cml.instructor.release import find_leaks, generate_release, release_differences, update_release
 from cml.instructor.submissions import Case, load_cases, write_submission
@@ -92,14 +94,9 @@ def example_problems(examples: list[Case], rows: list[GradeRow]) -> list[str]:
         row = by_key.get((case.name, case.assignment))
         if row is None:
             problems.append(f"{case.name}/{case.assignment}: no grade in the gradebook")
-        elif case.lose is None:
             continue
-        elif "*" in case.lose:
-            if row.code_score != 0:
-                problems.append(f"{case.name}/{case.assignment}: expected 0, scored {row.code_score:g}")
-        elif set(row.failed_cells.split()) != set(case.lose):
-            problems.append(f"{case.name}/{case.assignment}: expected to lose {sorted(case.lose)}, "
-                            f"lost {row.failed_cells.split()}")
+        grade = NotebookGrade(list(row.cells))
+        problems += [f"{case.name}/{case.assignment}: {failure}" for failure in expectation_failures(case, grade)]
     return problems
 
 
