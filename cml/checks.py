@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "check_true",
     "check_gradient",
     "check_accuracy",
+    "call_without_autodiff",
 ]
 
 
@@ -226,3 +228,68 @@ def check_accuracy(check_id: str, accuracy: Any, minimum: float, *, what: str = 
         _verdict(check_id, False, f"{what} should be a fraction between 0 and 1, got {value:.4g}.")
     _verdict(check_id, value >= minimum, f"{what} is {value:.3f}; at least {minimum:.3f} was expected.")
 
+
+
+_AUTODIFF_ENTRY_POINTS = {
+    "jax": ("grad", "value_and_grad", "vjp", "jvp", "jacfwd", "jacrev", "hessian", "linearize"),
+    "torch.autograd": ("grad", "backward"),
+    "torch.func": ("grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian"),
+}
+
+
+def _autodiff_functions() -> list[tuple[object, str, Any]]:
+    """``(owner, attribute, function)`` for every autodiff entry point of the libraries already imported."""
+    found = []
+    for module_name, attributes in _AUTODIFF_ENTRY_POINTS.items():
+        module = sys.modules.get(module_name)
+        for attribute in attributes if module is not None else ():
+            if hasattr(module, attribute):
+                found.append((module, attribute, getattr(module, attribute)))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        found.append((torch.Tensor, "backward", torch.Tensor.backward))
+    return found
+
+
+def call_without_autodiff(check_id: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``function`` with JAX's and PyTorch's differentiation entry points switched off.
+
+    For exercises meant to be derived by hand: reaching ``jax.grad``, ``torch.autograd`` or
+    ``Tensor.backward`` (also through a name imported with ``from jax import grad``) fails the check,
+    and so does returning JAX arrays or torch tensors instead of NumPy values. Returns the result.
+    """
+    originals = _autodiff_functions()
+    used: list[str] = []
+
+    def forbidden(name: str) -> Callable[..., Any]:
+        def refuse(*_args: Any, **_kwargs: Any) -> Any:
+            used.append(name)
+            raise RuntimeError(f"{name} is not allowed here: derive this gradient by hand.")
+
+        return refuse
+
+    replacements = {id(original): forbidden(f"{getattr(owner, '__name__', owner)}.{name}")
+                    for owner, name, original in originals}
+    namespace = getattr(function, "__globals__", {})
+    aliased = {name: value for name, value in namespace.items() if id(value) in replacements}
+    try:
+        for owner, name, original in originals:
+            setattr(owner, name, replacements[id(original)])
+        for name, value in aliased.items():
+            namespace[name] = replacements[id(value)]
+        try:
+            result = function(*args, **kwargs)
+        except RuntimeError:
+            if not used:
+                raise
+            result = None
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+        namespace.update(aliased)
+    _verdict(check_id, not used, f"this exercise is to be differentiated by hand, but it called {', '.join(sorted(set(used)))}.")
+    values = result if isinstance(result, (tuple, list)) else (result,)
+    foreign = sorted({type(value).__module__.split(".")[0] for value in values
+                      if type(value).__module__.split(".")[0] in ("jax", "jaxlib", "torch")})
+    _verdict(check_id, not foreign, f"expected NumPy arrays or floats, got values from {', '.join(foreign)}.")
+    return result

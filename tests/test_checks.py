@@ -139,3 +139,47 @@ def test_quiet_swallows_warnings_fp_errors_and_stderr(capsys: pytest.CaptureFixt
             result = checks.call_quietly(naive_sigmoid, np.array([-1000.0, 0.0]))
     np.testing.assert_allclose(result, [0.0, 0.5])
     assert capsys.readouterr().err == ""
+
+
+def test_call_without_autodiff_catches_every_route_to_autodiff() -> None:
+    import jax
+    import torch
+
+    from cml.checks import call_without_autodiff
+
+    # Defined as in a notebook: module-level names, one of them bound by `from jax import grad`.
+    student_code = """
+import jax
+import numpy as np
+import torch
+from jax import grad
+
+def by_hand(x):
+    return 2 * x
+
+def with_jax_grad(x):
+    return np.asarray(jax.grad(lambda v: (v**2).sum())(x))
+
+def with_imported_grad(x):
+    return np.asarray(grad(lambda v: (v**2).sum())(x))
+
+def with_backward(x):
+    tensor = torch.tensor(x, requires_grad=True)
+    (tensor**2).sum().backward()
+    return tensor.grad.numpy()
+
+def returning_jax_array(x):
+    return jax.numpy.asarray(2 * x)
+"""
+    namespace: dict = {}
+    exec(student_code, namespace)
+    x = np.arange(3.0)
+    np.testing.assert_array_equal(call_without_autodiff("hand", namespace["by_hand"], x), 2 * x)
+    for cheat in ("with_jax_grad", "with_imported_grad", "with_backward", "returning_jax_array"):
+        with pytest.raises(CheckFailed):
+            call_without_autodiff("hand", namespace[cheat], x)
+    # everything is restored afterwards
+    assert float(jax.grad(lambda v: v**2)(3.0)) == 6.0 and namespace["grad"] is jax.grad
+    tensor = torch.tensor(2.0, requires_grad=True)
+    (tensor**2).backward()
+    assert float(tensor.grad) == 4.0

@@ -1,0 +1,196 @@
+"""The student's view, in a real browser: JupyterLab on loopback, driven by headless Chromium.
+
+A student's copy of a *release* notebook (its exercises filled in, as a student hands it in) is
+opened in JupyterLab 4 and run from the Run menu. The test checks that every cell ran without an
+error, that figures rendered, that the interactive explorer rendered as a live widget, that moving
+one of its sliders and pressing *Train* change its figure, and saves screenshots to
+``build/browser/`` (or ``$CML_SCREENSHOTS``).
+
+Chromium comes from Debian (``apt-get install chromium``; ``./course test`` installs it where it
+can). Without it the test is skipped with the reason, except under CI, where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cml.instructor.notebooks import Course
+from cml.instructor.submissions import Case, write_submission
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = Path(os.environ.get("CML_SCREENSHOTS", REPO / "build" / "browser"))
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+# (assignment, number of figures the completed notebook shows at least)
+NOTEBOOKS = [("01_neuron", 6)]
+
+
+def _chromium() -> str | None:
+    """Debian's Chromium binary (the real one, not the shell wrapper), or ``$CML_CHROMIUM``."""
+    candidates = [os.environ.get("CML_CHROMIUM", ""), "/usr/lib/chromium/chromium", shutil.which("chromium") or ""]
+    return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run the browser test)")
+    pytest.skip(reason)
+
+
+@dataclass
+class LabServer:
+    url: str
+    token: str
+    root: Path
+
+    def notebook_url(self, relative_path: Path) -> str:
+        return f"{self.url}/lab/tree/{relative_path.as_posix()}?token={self.token}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    """JupyterLab on 127.0.0.1 with a private token, settings and workspace, serving a student folder."""
+    root = tmp_path_factory.mktemp("student")
+    settings = root / ".lab" / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    # Render every cell (no virtual scrolling), so that the page holds the whole notebook.
+    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    environment = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(root / ".lab" / "config"),
+        "JUPYTER_RUNTIME_DIR": str(root / ".lab" / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(root / ".lab" / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(root / ".lab" / "workspaces"),
+    }
+    port, token = _free_port(), secrets.token_hex(16)
+    log_path = root / ".lab" / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
+            cwd=root, env=environment, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("JupyterLab did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.3)
+        yield LabServer(url, token, root)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install -e '.[dev]')")
+    executable = _chromium()
+    if executable is None:
+        _unavailable("Chromium was not found (apt-get install chromium, or set CML_CHROMIUM)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True)
+        yield chromium
+        chromium.close()
+
+
+ALL_CELLS_RAN = """() => {
+    const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent.trim());
+    return prompts.length > 0 && prompts.every(text => /^\\[\\d+\\]:$/.test(text));
+}"""
+
+
+@pytest.mark.parametrize(("assignment", "min_figures"), NOTEBOOKS, ids=[n[0] for n in NOTEBOOKS])
+def test_student_runs_release_notebook_in_jupyterlab(
+    lab: LabServer, browser: object, assignment: str, min_figures: int
+) -> None:
+    course = Course(REPO)
+    student_case = Case("student", assignment, "a student who completed every exercise", base="solution")
+    (notebook_path,) = write_submission(student_case, course, lab.root / assignment)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(lab.notebook_url(notebook_path.relative_to(lab.root)))
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        page.wait_for_function(ALL_CELLS_RAN, timeout=240_000, polling=500)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        assert errors.count() == 0, "cells wrote errors:\n" + "\n".join(errors.all_inner_texts())[:2000]
+        figures = page.locator(".jp-RenderedImage img")
+        assert figures.count() >= min_figures, f"only {figures.count()} figures rendered"
+        assert figures.first.evaluate("img => img.naturalWidth") > 100
+
+        explorer = page.locator(".cml-explorer")
+        assert explorer.count() == 1, "the explorer widget did not render"
+        explorer.scroll_into_view_if_needed()
+        picture = explorer.locator(".cml-explorer-figure")
+        page.wait_for_function("img => img.naturalWidth > 0", arg=picture.element_handle())
+        start_pixels = explorer.screenshot(path=SCREENSHOTS / f"{assignment}-explorer-start.png")
+
+        # Drag the first data slider (number of points) to the right, as a student would with the mouse.
+        first_source = picture.get_attribute("src")
+        handle = explorer.locator(".widget-slider .noUi-handle").first
+        box = handle.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 60, box["y"] + box["height"] / 2, steps=8)
+        page.mouse.up()
+        page.wait_for_function("([img, old]) => img.src !== old", arg=[picture.element_handle(), first_source])
+        moved_pixels = explorer.screenshot(path=SCREENSHOTS / f"{assignment}-explorer-slider-moved.png")
+        assert moved_pixels != start_pixels, "the explorer looks the same after moving a slider"
+
+        moved_source = picture.get_attribute("src")
+        explorer.get_by_role("button", name="Train").click()
+        page.wait_for_function("([img, old]) => img.src !== old", arg=[picture.element_handle(), moved_source])
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        trained_pixels = explorer.screenshot(path=SCREENSHOTS / f"{assignment}-explorer-trained.png")
+        assert trained_pixels != moved_pixels, "the explorer looks the same after training"
+        page.screenshot(path=SCREENSHOTS / f"{assignment}-page.png")
+
+        page.keyboard.press("Control+s")
+        page.wait_for_selector(".jp-mod-dirty", state="detached", timeout=30_000)
+    finally:
+        page.close()
+
+    saved = nbformat.read(notebook_path, as_version=4)
+    code_cells = [cell for cell in saved.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count for cell in code_cells), "some cells were not run"
+    assert not [o for cell in code_cells for o in cell.outputs if o.output_type == "error"]
+    explorer_outputs = [o for cell in code_cells for o in cell.outputs if WIDGET_MIME in o.get("data", {})]
+    assert len(explorer_outputs) == 1 and "image/png" in explorer_outputs[0].data
