@@ -12,6 +12,7 @@ Checks return ``None`` on purpose: nbgrader reads a grade cell's last expression
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import io
 import sys
 import warnings
@@ -231,10 +232,11 @@ def check_accuracy(check_id: str, accuracy: Any, minimum: float, *, what: str = 
 
 
 _AUTODIFF_ENTRY_POINTS = {
-    "jax": ("grad", "value_and_grad", "vjp", "jvp", "jacfwd", "jacrev", "hessian", "linearize"),
+    "jax": ("grad", "value_and_grad", "vjp", "jvp", "jacfwd", "jacrev", "jacobian", "hessian", "linearize"),
     "torch.autograd": ("grad", "backward"),
     "torch.func": ("grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian"),
 }
+_AUTODIFF_PACKAGES = ("jax", "torch", "autograd", "tensorflow")
 
 
 def _autodiff_functions() -> list[tuple[object, str, Any]]:
@@ -251,12 +253,43 @@ def _autodiff_functions() -> list[tuple[object, str, Any]]:
     return found
 
 
+class _BlockAutodiffImports(importlib.abc.MetaPathFinder):
+    """Refuses to import an autodiff package that was not loaded before the guarded call."""
+
+    def __init__(self, used: list[str]) -> None:
+        self.used = used
+        self.blocked = {name for name in _AUTODIFF_PACKAGES if name not in sys.modules}
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname.split(".")[0] in self.blocked:
+            self.used.append(f"import {fullname}")
+            raise ImportError(f"importing {fullname} is not allowed here: derive this gradient by hand.")
+        return None
+
+
+def _foreign_libraries(result: Any) -> list[str]:
+    """The array libraries other than NumPy among ``result`` (a value, a tuple/list, or a dict of values)."""
+    if isinstance(result, dict):
+        values = list(result.values())
+    elif isinstance(result, (tuple, list)):
+        values = list(result)
+    else:
+        values = [result]
+    libraries = {type(value).__module__.split(".")[0] for value in values}
+    return sorted(libraries & {"jax", "jaxlib", "torch", "tensorflow"})
+
+
 def call_without_autodiff(check_id: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``function`` with JAX's and PyTorch's differentiation entry points switched off.
 
     For exercises meant to be derived by hand: reaching ``jax.grad``, ``torch.autograd`` or
-    ``Tensor.backward`` (also through a name imported with ``from jax import grad``) fails the check,
-    and so does returning JAX arrays or torch tensors instead of NumPy values. Returns the result.
+    ``Tensor.backward`` (also through a name imported with ``from jax import grad``), or importing an
+    autodiff library during the call, fails the check, and so does returning JAX arrays or torch
+    tensors (alone, in a tuple or list, or as the values of a dict) instead of NumPy values.
+    Returns the result.
+
+    Limits: a gradient function built *before* the call (``g = jax.grad(f)`` at module level) is
+    already compiled and cannot be seen; its JAX-array results are still refused unless converted.
     """
     originals = _autodiff_functions()
     used: list[str] = []
@@ -272,24 +305,25 @@ def call_without_autodiff(check_id: str, function: Callable[..., Any], *args: An
                     for owner, name, original in originals}
     namespace = getattr(function, "__globals__", {})
     aliased = {name: value for name, value in namespace.items() if id(value) in replacements}
+    import_blocker = _BlockAutodiffImports(used)
     try:
         for owner, name, original in originals:
             setattr(owner, name, replacements[id(original)])
         for name, value in aliased.items():
             namespace[name] = replacements[id(value)]
+        sys.meta_path.insert(0, import_blocker)
         try:
             result = function(*args, **kwargs)
-        except RuntimeError:
+        except (RuntimeError, ImportError):
             if not used:
                 raise
             result = None
     finally:
+        sys.meta_path.remove(import_blocker)
         for owner, name, original in originals:
             setattr(owner, name, original)
         namespace.update(aliased)
-    _verdict(check_id, not used, f"this exercise is to be differentiated by hand, but it called {', '.join(sorted(set(used)))}.")
-    values = result if isinstance(result, (tuple, list)) else (result,)
-    foreign = sorted({type(value).__module__.split(".")[0] for value in values
-                      if type(value).__module__.split(".")[0] in ("jax", "jaxlib", "torch")})
+    _verdict(check_id, not used, f"this exercise is to be differentiated by hand, but it used {', '.join(sorted(set(used)))}.")
+    foreign = _foreign_libraries(result)
     _verdict(check_id, not foreign, f"expected NumPy arrays or floats, got values from {', '.join(foreign)}.")
     return result

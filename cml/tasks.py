@@ -178,7 +178,7 @@ class Explorer:
         """The interactive panel (an ``ipywidgets.Box``); raises ImportError without ipywidgets."""
         import ipywidgets as widgets
 
-        image = widgets.Image(value=self.png(), format="png")
+        image = widgets.Image(value=self.png(), format="png", layout=widgets.Layout(height="auto", max_width="100%"))
         image.add_class("cml-explorer-figure")
         self._widgets = {"image": image}
 
@@ -204,7 +204,7 @@ class Explorer:
             widgets.HTML("<b>Parameters</b>"), *parameter_controls,
             widgets.HTML("<b>Training</b>"), *training_controls, widgets.HBox([train_button, reset_button]),
         ])
-        box = widgets.HBox([panel, image])
+        box = widgets.HBox([panel, image], layout=widgets.Layout(align_items="flex-start"))
         box.add_class("cml-explorer")
         return box
 

@@ -36,7 +36,7 @@ SCREENSHOTS = Path(os.environ.get("CML_SCREENSHOTS", REPO / "build" / "browser")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 # (assignment, number of figures the completed notebook shows at least)
-NOTEBOOKS = [("01_neuron", 6)]
+NOTEBOOKS = [("01_neuron", 6), ("02_backprop", 6)]
 
 
 def _chromium() -> str | None:
@@ -57,8 +57,9 @@ class LabServer:
     token: str
     root: Path
 
-    def notebook_url(self, relative_path: Path) -> str:
-        return f"{self.url}/lab/tree/{relative_path.as_posix()}?token={self.token}"
+    def notebook_url(self, relative_path: Path, workspace: str) -> str:
+        """The notebook alone in a fresh workspace (nothing restored from an earlier page)."""
+        return f"{self.url}/lab/workspaces/{workspace}/tree/{relative_path.as_posix()}?reset&token={self.token}"
 
 
 def _free_port() -> int:
@@ -126,7 +127,9 @@ def browser() -> Iterator[object]:
 
 
 ALL_CELLS_RAN = """() => {
-    const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent.trim());
+    const panels = [...document.querySelectorAll('.jp-NotebookPanel')].filter(p => !p.classList.contains('lm-mod-hidden'));
+    if (panels.length !== 1) return false;
+    const prompts = [...panels[0].querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent.trim());
     return prompts.length > 0 && prompts.every(text => /^\\[\\d+\\]:$/.test(text));
 }"""
 
@@ -142,7 +145,7 @@ def test_student_runs_release_notebook_in_jupyterlab(
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(lab.notebook_url(notebook_path.relative_to(lab.root)))
+        page.goto(lab.notebook_url(notebook_path.relative_to(lab.root), workspace=assignment))
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
 
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()

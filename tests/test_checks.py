@@ -178,6 +178,28 @@ def returning_jax_array(x):
     for cheat in ("with_jax_grad", "with_imported_grad", "with_backward", "returning_jax_array"):
         with pytest.raises(CheckFailed):
             call_without_autodiff("hand", namespace[cheat], x)
+    # an autodiff library imported inside the call is refused too (run in a fresh interpreter,
+    # where torch has not been imported yet)
+    probe = (
+        "import numpy as np\n"
+        "from cml.checks import CheckFailed, call_without_autodiff\n"
+        "def sneaky(x):\n"
+        "    import torch\n"
+        "    return np.asarray(x)\n"
+        "try:\n"
+        "    call_without_autodiff('hand', sneaky, np.ones(2))\n"
+        "except CheckFailed as error:\n"
+        "    print('refused:', error)\n"
+        "import torch\n"
+        "print('torch importable afterwards')\n"
+    )
+    import subprocess
+
+    output = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+    assert "refused:" in output and "import torch" in output and "torch importable afterwards" in output
+    # a dict of JAX arrays is refused
+    with pytest.raises(CheckFailed, match="jax"):
+        call_without_autodiff("hand", lambda x: {"w": jax.numpy.asarray(x)}, x)
     # everything is restored afterwards
     assert float(jax.grad(lambda v: v**2)(3.0)) == 6.0 and namespace["grad"] is jax.grad
     tensor = torch.tensor(2.0, requires_grad=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cml.instructor.cases import run_case
 from cml.instructor.grader import grade_notebook
 from cml.instructor.notebooks import Course
@@ -59,3 +61,25 @@ def test_strip_solution_markers_keeps_the_answer() -> None:
     assert strip_solution_markers(source) == "def f():\n    return 1"
     scheme = "Answer.\n=== BEGIN MARK SCHEME ===\nGive 2 points.\n=== END MARK SCHEME ===\n"
     assert strip_solution_markers(scheme) == "Answer."
+
+
+def test_wrong_answers_stop_after_their_last_lost_cell(mini_course: Course, tmp_path: Path) -> None:
+    from cml.instructor.cases import last_lost_cell
+
+    source = mini_course.read(mini_course.notebooks("mini")[0])
+    wrong = Case("cube", "mini", "", cells={"square": "def square(x):\n    return x ** 3"}, lose=("test_square",))
+    assert last_lost_cell(wrong, source) == "test_square"
+    for runs_in_full in (Case("ok", "mini", "", lose=()), Case("blank", "mini", "", base="blank", lose=("*",)),
+                         Case("elsewhere", "mini", "", lose=("test_other_notebook",))):
+        assert last_lost_cell(runs_in_full, source) is None
+
+    stopped = run_case(wrong, mini_course.root, mini_course.release)
+    assert stopped.stopped_after == "test_square" and not stopped.failures
+    assert [cell.grade_id for cell in stopped.grade.cells] == ["test_square"]  # the written answer was not reached
+    full = run_case(wrong, mini_course.root, mini_course.release, full=True)
+    assert full.stopped_after is None and "why" in full.grade.by_id() and not full.failures
+
+    cells, _, executed = _grade(mini_course, "def square(x):\n    return x * x", tmp_path, stop_after="test_square")
+    assert list(cells) == ["test_square"] and executed.cells[-1].metadata["nbgrader"]["grade_id"] == "test_square"
+    with pytest.raises(ValueError, match="not a cell"):
+        _grade(mini_course, "def square(x):\n    return x * x", tmp_path, stop_after="nope")

@@ -3,12 +3,20 @@
 Every assignment also gets two implicit cases: ``solution`` (must score full marks) and ``blank``
 (the untouched release, must score zero). Usage::
 
-    python -m cml.instructor.cases 01_neuron [case ...] [--jobs N]
+    python -m cml.instructor.cases 01_neuron [case ...] [--jobs N] [--full]
+
+A wrong answer's case stops after the last test cell it must lose: the cells before its first
+changed cell are the solution's, and the cells after that last one only repeat what the correct
+answers already prove (and whether they would also lose is bookkeeping, not a test of the hidden
+tests). This roughly halves the suite's grading time. ``--full`` (or ``CML_CASES_FULL=1``) runs
+every case to the end and also checks that every later test cell keeps its points. Correct
+answers, the solution and the blank release always run in full.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -18,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cml.instructor.grader import NotebookGrade, grade_notebook
-from cml.instructor.notebooks import Course
+from nbformat import NotebookNode
+
+from cml.instructor.notebooks import Course, grade_id
 from cml.instructor.release import generate_release
 from cml.instructor.submissions import Case, build_submission, load_cases
 
@@ -30,6 +40,8 @@ class CaseResult:
     case: Case
     grade: NotebookGrade
     seconds: float
+    stopped_after: str | None = None
+    """The grade cell after which grading stopped (see the module docstring), or None for a full run."""
 
     @property
     def failures(self) -> list[str]:
@@ -67,24 +79,49 @@ def expectation_failures(case: Case, grade: NotebookGrade) -> list[str]:
     return failures
 
 
-def run_case(case: Case, course_root: Path, release_root: Path) -> CaseResult:
-    """Build and grade one case (every notebook of its assignment, merged into one result)."""
+def full_runs_requested() -> bool:
+    """Whether ``CML_CASES_FULL`` asks for every case to run to the end."""
+    return os.environ.get("CML_CASES_FULL", "") not in ("", "0")
+
+
+def last_lost_cell(case: Case, notebook: NotebookNode) -> str | None:
+    """The grade id of the last cell of ``notebook`` that ``case`` must lose, or None to run it all.
+
+    None for the cases that run in full: correct answers (nothing lost), the blank release (``"*"``),
+    cases without expectations, and wrong answers whose lost cells are not in this notebook.
+    """
+    if not case.lose or "*" in case.lose:
+        return None
+    lost = [grade_id(cell) for cell in notebook.cells if grade_id(cell) in case.lose]
+    return lost[-1] if lost else None
+
+
+def run_case(case: Case, course_root: Path, release_root: Path, *, full: bool | None = None) -> CaseResult:
+    """Build and grade one case (every notebook of its assignment, merged into one result).
+
+    Unless ``full`` (default: :func:`full_runs_requested`), a wrong answer's notebook stops after
+    the last cell it must lose.
+    """
+    full = full_runs_requested() if full is None else full
     course = Course(course_root)
     started = time.perf_counter()
     total = NotebookGrade()
+    stopped_after = None
     with tempfile.TemporaryDirectory(prefix=f"case-{case.name}-") as workdir:
         for source_path in course.notebooks(case.assignment):
             source = course.read(source_path)
             release = course.read(release_root / case.assignment / source_path.name)
             submission = build_submission(case, source, release)
-            grade, _ = grade_notebook(source, submission, workdir=Path(workdir))
+            stop_after = None if full else last_lost_cell(case, source)
+            grade, _ = grade_notebook(source, submission, workdir=Path(workdir), stop_after=stop_after)
+            stopped_after = stopped_after or stop_after
             total.cells.extend(grade.cells)
             total.problem = total.problem or grade.problem
-    return CaseResult(case, total, time.perf_counter() - started)
+    return CaseResult(case, total, time.perf_counter() - started, stopped_after)
 
 
 def run_cases(
-    cases: list[Case], course_root: Path, jobs: int = 1, release_root: Path | None = None
+    cases: list[Case], course_root: Path, jobs: int = 1, release_root: Path | None = None, *, full: bool | None = None
 ) -> list[CaseResult]:
     """Grade ``cases`` with ``jobs`` worker processes (each case runs its own kernel).
 
@@ -94,11 +131,12 @@ def run_cases(
         with tempfile.TemporaryDirectory(prefix="cml-cases-release-") as fresh:
             assignments = sorted({case.assignment for case in cases})
             generate_release(Course(course_root), Path(fresh), assignments)
-            return run_cases(cases, course_root, jobs, Path(fresh))
+            return run_cases(cases, course_root, jobs, Path(fresh), full=full)
+    grade_one = functools.partial(run_case, course_root=course_root, release_root=release_root, full=full)
     if jobs <= 1:
-        return [run_case(case, course_root, release_root) for case in cases]
+        return [grade_one(case) for case in cases]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(run_case, cases, [course_root] * len(cases), [release_root] * len(cases)))
+        return list(pool.map(grade_one, cases))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,18 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="course directory (default: here)")
     parser.add_argument("--cases-dir", type=Path, default=None, help="default: <root>/tests/submissions/<assignment>")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--full", action="store_true", help="run wrong answers to the end too (see above)")
     arguments = parser.parse_args(argv)
     folder = arguments.cases_dir or arguments.root / "tests" / "submissions" / arguments.assignment
     cases = implicit_cases(arguments.assignment) + (load_cases(folder) if folder.is_dir() else [])
     if arguments.cases:
         cases = [case for case in cases if case.name in arguments.cases]
-    results = run_cases(cases, arguments.root, arguments.jobs)
+    results = run_cases(cases, arguments.root, arguments.jobs, full=arguments.full or full_runs_requested())
     n_bad = 0
     for result in results:
         status = "ok  " if not result.failures else "FAIL"
         n_bad += bool(result.failures)
+        stopped = f" (stopped after {result.stopped_after})" if result.stopped_after else ""
         print(f"{status} {result.case.name:<32} {result.grade.auto_score:5g}/{result.grade.auto_max:<5g} "
-              f"{result.seconds:5.1f}s  {result.case.description}")
+              f"{result.seconds:5.1f}s  {result.case.description}{stopped}")
         for failure in result.failures:
             print(f"       - {failure}")
     print(f"{len(results) - n_bad} passed, {n_bad} failed")

@@ -98,9 +98,19 @@ def grade_notebook(
     *,
     workdir: Path,
     cell_timeout: int = 120,
+    stop_after: str | None = None,
 ) -> tuple[NotebookGrade, NotebookNode]:
-    """Execute the merged notebook in ``workdir`` and score its grade cells. Returns the grades and the executed notebook."""
+    """Execute the merged notebook in ``workdir`` and score its grade cells. Returns the grades and the executed notebook.
+
+    With ``stop_after`` (a grade id), cells after that one are neither run nor graded: the test cases
+    use it to stop once the last cell a wrong answer must lose has run.
+    """
     notebook = merge_for_grading(source, submission)
+    if stop_after is not None:
+        ids = [grade_id(cell) for cell in notebook.cells]
+        if stop_after not in ids:
+            raise ValueError(f"stop_after names {stop_after!r}, which is not a cell of this notebook")
+        del notebook.cells[ids.index(stop_after) + 1:]
     environment = {**os.environ, **GRADING_ENVIRONMENT}
     client = NotebookClient(
         notebook,
