@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -47,13 +48,22 @@ check_close("square.hidden_negative", square(-2.0), 4.0)
 '''
 
 
-@pytest.fixture()
-def mini_course(tmp_path: Path, course: Course) -> Course:
-    notebook = script_to_notebook(MINI_COURSE)
-    (tmp_path / "source" / "mini").mkdir(parents=True)
-    nbformat.write(notebook, tmp_path / "source" / "mini" / "mini.ipynb")
-    (tmp_path / "nbgrader_config.py").write_text((course.root / "nbgrader_config.py").read_text())
-    mini = Course(tmp_path)
+@pytest.fixture(scope="session")
+def mini_course_template(tmp_path_factory: pytest.TempPathFactory, course: Course) -> Path:
+    """The mini course with its release, built with nbgrader once per test process."""
+    root = tmp_path_factory.mktemp("mini_course")
+    (root / "source" / "mini").mkdir(parents=True)
+    nbformat.write(script_to_notebook(MINI_COURSE), root / "source" / "mini" / "mini.ipynb")
+    (root / "nbgrader_config.py").write_text((course.root / "nbgrader_config.py").read_text())
+    mini = Course(root)
     generate_release(mini, mini.release)
-    return mini
+    return root
+
+
+@pytest.fixture()
+def mini_course(tmp_path: Path, mini_course_template: Path) -> Course:
+    """A private copy of the mini course (source and release) that a test may change."""
+    root = tmp_path / "mini_course"
+    shutil.copytree(mini_course_template, root)
+    return Course(root)
 

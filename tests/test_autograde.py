@@ -71,7 +71,7 @@ def test_in_process_grader_agrees_with_nbgrader(demo_run, case) -> None:
     _, workdir = demo_run
     with open(workdir / "grades.csv") as stream:
         row = next(r for r in csv.DictReader(stream) if (r["student"], r["assignment"]) == (case.name, case.assignment))
-    result = run_case(case, REPO, Course(REPO).release)
+    result = run_case(case, REPO, Course(REPO).release, full=True)
     assert result.grade.auto_score == pytest.approx(float(row["code_score"]))
     failed = sorted(cell.grade_id for cell in result.grade.cells if cell.kind == "tests" and cell.score != cell.max_score)
     assert failed == sorted(row["failed_cells"].split())

@@ -99,11 +99,13 @@ def grade_notebook(
     workdir: Path,
     cell_timeout: int = 120,
     stop_after: str | None = None,
+    environment: dict[str, str] | None = None,
 ) -> tuple[NotebookGrade, NotebookNode]:
     """Execute the merged notebook in ``workdir`` and score its grade cells. Returns the grades and the executed notebook.
 
     With ``stop_after`` (a grade id), cells after that one are neither run nor graded: the test cases
-    use it to stop once the last cell a wrong answer must lose has run.
+    use it to stop once the last cell a wrong answer must lose has run. ``environment`` adds
+    variables to the kernel's environment (on top of :data:`GRADING_ENVIRONMENT`).
     """
     notebook = merge_for_grading(source, submission)
     if stop_after is not None:
@@ -111,7 +113,7 @@ def grade_notebook(
         if stop_after not in ids:
             raise ValueError(f"stop_after names {stop_after!r}, which is not a cell of this notebook")
         del notebook.cells[ids.index(stop_after) + 1:]
-    environment = {**os.environ, **GRADING_ENVIRONMENT}
+    kernel_environment = {**os.environ, **GRADING_ENVIRONMENT, **(environment or {})}
     client = NotebookClient(
         notebook,
         timeout=cell_timeout,
@@ -122,7 +124,7 @@ def grade_notebook(
     )
     result = NotebookGrade()
     try:
-        client.execute(env=environment)
+        client.execute(env=kernel_environment)
     except (DeadKernelError, CellExecutionError, RuntimeError) as error:
         result.problem = f"{type(error).__name__}: {error}"[:500]
     for cell in notebook.cells:
