@@ -67,6 +67,8 @@ class Explorer:
         Slider("steps per click", 1, 200, 1, 40, integer=True),
     )
     frames_per_click = 10
+    parameter_limit = 5.0
+    """Parameter sliders range over ``[-parameter_limit, parameter_limit]``."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -82,9 +84,6 @@ class Explorer:
         """Points ``X (n, 2)`` and labels ``y (n,)`` in {0, 1} for the current data settings."""
         raise NotImplementedError
 
-    def parameter_sliders(self) -> tuple[Slider, ...]:
-        """One slider per scalar parameter, named ``"<key>[<index>]"`` or ``"<key>"``."""
-        raise NotImplementedError
 
     def initial_params(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -98,6 +97,16 @@ class Explorer:
         raise NotImplementedError
 
     # -- shared behaviour ----------------------------------------------------------------------
+    def parameter_sliders(self) -> tuple[Slider, ...]:
+        """One slider per scalar parameter at its current value, named ``"<key>[<index>]"`` or ``"<key>"``."""
+        sliders = []
+        for key, array in self.params.items():
+            for index in np.ndindex(array.shape):
+                name = key if not index else f"{key}[{','.join(map(str, index))}]"
+                value = float(np.clip(array[index], -self.parameter_limit, self.parameter_limit))
+                sliders.append(Slider(name, -self.parameter_limit, self.parameter_limit, 0.05, value))
+        return tuple(sliders)
+
     def loss(self) -> float:
         return _cross_entropy(self.probability(self.X), self.y)
 
@@ -223,14 +232,17 @@ class Explorer:
             self.figure(plt.figure())
             plt.show()
             return
+        try:
+            panel = self.widget()
+        except ImportError:
+            panel = None
         bundle: dict[str, Any] = {
-            "image/png": self.png(),
+            # the widget's own first picture, so that the figure is rendered once
+            "image/png": bytes(self._widgets["image"].value) if panel is not None else self.png(),
             "text/plain": f"<{type(self).__name__}: interactive explorer (needs ipywidgets in JupyterLab)>",
         }
-        try:
-            bundle.update(self.widget()._repr_mimebundle_())
-        except ImportError:
-            pass
+        if panel is not None:
+            bundle.update(panel._repr_mimebundle_())
         display(bundle, raw=True)
 
     # -- widget callbacks ------------------------------------------------------------------------
@@ -244,7 +256,7 @@ class Explorer:
             for slider in self.parameter_sliders():
                 box = self._widgets.get(slider.name)
                 if box is not None:
-                    box.value = float(np.clip(self.get_parameter(slider.name), box.min, box.max))
+                    box.value = slider.value  # the current value, clipped to the slider's range
         finally:
             self._syncing = False
 
@@ -286,15 +298,6 @@ def _split_parameter(name: str) -> tuple[str, tuple[int, ...]]:
     return key, tuple(int(part) for part in rest.rstrip("]").split(","))
 
 
-def _parameter_sliders(params: Mapping[str, np.ndarray], limit: float) -> tuple[Slider, ...]:
-    sliders = []
-    for key, array in params.items():
-        for index in np.ndindex(array.shape):
-            name = key if not index else f"{key}[{','.join(map(str, index))}]"
-            sliders.append(Slider(name, -limit, limit, 0.05, float(np.clip(array[index], -limit, limit))))
-    return tuple(sliders)
-
-
 class ClassificationLinear(Explorer):
     """One sigmoid neuron ``p = σ(w · x + b)`` on two Gaussian classes.
 
@@ -318,9 +321,6 @@ class ClassificationLinear(Explorer):
         rng = np.random.default_rng(self.seed)
         return {"w": rng.normal(0.0, 1.0, size=2), "b": np.zeros(())}
 
-    def parameter_sliders(self) -> tuple[Slider, ...]:
-        return _parameter_sliders(self.initial_params(), limit=5.0)
-
     def probability(self, X: np.ndarray) -> np.ndarray:
         return _sigmoid(X @ self.params["w"] + self.params["b"])
 
@@ -338,6 +338,7 @@ class ClassificationXOR(Explorer):
     """
 
     title = "XOR network"
+    parameter_limit = 6.0
     data_sliders = (
         Slider("points", 20, 400, 10, 120, integer=True),
         Slider("noise", 0.0, 1.0, 0.02, 0.15),
@@ -367,9 +368,6 @@ class ClassificationXOR(Explorer):
             "W2": rng.normal(0.0, scale, size=self.hidden),
             "b2": np.zeros(()),
         }
-
-    def parameter_sliders(self) -> tuple[Slider, ...]:
-        return _parameter_sliders(self.initial_params(), limit=6.0)
 
     def _hidden(self, X: np.ndarray) -> np.ndarray:
         return np.tanh(X @ self.params["W1"] + self.params["b1"])

@@ -25,9 +25,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from cml.instructor.grader import NotebookGrade, grade_notebook
 from nbformat import NotebookNode
 
+from cml.instructor.grader import NotebookGrade, grade_notebook
 from cml.instructor.notebooks import Course, grade_id
 from cml.instructor.release import generate_release
 from cml.instructor.submissions import Case, build_submission, load_cases
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = implicit_cases(arguments.assignment) + (load_cases(folder) if folder.is_dir() else [])
     if arguments.cases:
         cases = [case for case in cases if case.name in arguments.cases]
-    results = run_cases(cases, arguments.root, arguments.jobs, full=arguments.full or full_runs_requested())
+    results = run_cases(cases, arguments.root, arguments.jobs, full=arguments.full or None)
     n_bad = 0
     for result in results:
         status = "ok  " if not result.failures else "FAIL"
