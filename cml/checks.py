@@ -36,6 +36,7 @@ __all__ = [
     "check_true",
     "check_gradient",
     "check_accuracy",
+    "skip",
     "call_without_autodiff",
 ]
 
@@ -50,11 +51,16 @@ class CheckFailed(AssertionError):
 
 @dataclass(frozen=True)
 class CheckRecord:
-    """One verdict: which check, whether it passed, and the message shown when it did not."""
+    """One verdict: which check, whether it passed, and the message shown when it did not.
+
+    A skipped check (``skipped=True``, see :func:`skip`) was not run; it has ``passed=False`` so that no
+    tally counts it as a pass.
+    """
 
     check_id: str
     passed: bool
     message: str = ""
+    skipped: bool = False
 
 
 records: list[CheckRecord] = []
@@ -113,11 +119,24 @@ def numerical_gradient(function: Callable[[np.ndarray], Any], x: Any, eps: float
     return gradient
 
 
+def skip(check_id: str, reason: str) -> None:
+    """Record that a check could not run here (no GPU, say) and say so on stdout, never as a pass."""
+    records.append(CheckRecord(check_id, False, reason, skipped=True))
+    print(f"SKIPPED [{check_id}]: {reason}")
+
+
+def _host_copy(value: Any) -> Any:
+    """A torch tensor (on any device, requiring grad or not) as a NumPy array; anything else unchanged."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
+
+
 def _as_float_array(check_id: str, value: Any, what: str) -> np.ndarray:
     if value is None:
         _verdict(check_id, False, f"{what} is None: did the function forget to `return` its result?")
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(_host_copy(value), dtype=np.float64)
     except (TypeError, ValueError):
         _verdict(check_id, False, f"{what} should be numeric, got a {type(value).__name__}.")
     return array
@@ -129,7 +148,7 @@ def _format_index(index: tuple[int, ...]) -> str:
 
 def check_shape(check_id: str, actual: Any, expected_shape: Sequence[int], *, what: str = "the result") -> None:
     """Check that ``actual`` is an array of exactly ``expected_shape``."""
-    shape = np.shape(actual) if actual is not None else None
+    shape = tuple(actual.shape) if hasattr(actual, "shape") else np.shape(actual) if actual is not None else None
     _verdict(
         check_id,
         shape == tuple(expected_shape),
@@ -152,7 +171,7 @@ def check_close(
     A size-1 result is accepted where a scalar is expected (``loss_i`` may return ``[0.3]``);
     otherwise the shapes must match exactly, so that broadcasting cannot hide a wrong shape.
     """
-    expected_array = np.asarray(expected, dtype=np.float64)
+    expected_array = np.asarray(_host_copy(expected), dtype=np.float64)
     actual_array = _as_float_array(check_id, actual, what)
     if expected_array.ndim == 0 and actual_array.size == 1:
         actual_array = actual_array.reshape(())
@@ -178,6 +197,7 @@ def check_close(
 
 def check_equal(check_id: str, actual: Any, expected: Any, *, what: str = "the result") -> None:
     """Check exact equality of integer-like arrays (labels, indices, counts) or plain values."""
+    actual, expected = _host_copy(actual), _host_copy(expected)
     if isinstance(expected, (np.ndarray, list, tuple)):
         actual_array, expected_array = np.asarray(actual), np.asarray(expected)
         if actual_array.shape != expected_array.shape:

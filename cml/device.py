@@ -6,12 +6,15 @@ torch is imported inside the functions, so importing this module stays cheap.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import statistics
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["cuda_available", "try_gpu", "resolve_device", "describe_device"]
+__all__ = ["cuda_available", "try_gpu", "resolve_device", "describe_device", "synchronize", "time_call"]
 
 FORCE_CPU_VARIABLE = "CML_FORCE_CPU"
 """Set this environment variable to 1 to ignore any GPU (used when grading on mixed machines)."""
@@ -58,3 +61,39 @@ def describe_device(device: "str | torch.device | None" = None) -> str:
     if resolved.type == "cuda":
         return f"{resolved} ({torch.cuda.get_device_name(resolved)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def synchronize(device: "str | torch.device | None" = None) -> None:
+    """Wait until the work queued on ``device`` is done (CUDA kernels run asynchronously); no-op on the CPU."""
+    import torch
+
+    resolved = torch.device(device) if device is not None else try_gpu()
+    if resolved.type == "cuda":
+        torch.cuda.synchronize(resolved)
+
+
+def time_call(
+    function: Callable[[], Any],
+    *,
+    device: "str | torch.device | None" = None,
+    warmup: int = 1,
+    repeats: int = 5,
+) -> float:
+    """Median wall-clock seconds of one ``function()`` call on ``device``.
+
+    The first ``warmup`` calls are not timed: they pay for one-off costs (CUDA context, kernel selection,
+    memory allocation) that a long computation pays once. The device is synchronised before starting and
+    after each call, since a CUDA call returns as soon as its kernel is queued, not when it is done.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    for _ in range(warmup):
+        function()
+    synchronize(device)
+    durations = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        synchronize(device)
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations)

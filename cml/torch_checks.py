@@ -1,0 +1,177 @@
+"""Checks for PyTorch exercises: where models and batches live, parameters after training, CUDA parity.
+
+A machine without a GPU still has a device that is not the CPU: ``meta``, whose tensors carry shapes
+but no data. Moving a model or a batch there works, and mixing it with CPU tensors raises, so a test can
+ask a training function to work on :data:`STAND_IN_DEVICE` and see, through a :class:`ForwardProbe`,
+whether the model and each batch were really moved. The probe stops the function at its first forward
+pass (nothing can be computed on ``meta``), which is all the test needs to know. Checks that need a real
+GPU go behind :func:`cuda_or_skip`, which reports them as skipped where there is none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cml.checks import _verdict, skip
+from cml.device import cuda_available
+
+__all__ = [
+    "STAND_IN_DEVICE",
+    "ForwardReached",
+    "Sighting",
+    "ForwardProbe",
+    "first_forward",
+    "check_device",
+    "check_parameters_close",
+    "cuda_or_skip",
+    "is_probability_rows",
+]
+
+STAND_IN_DEVICE = torch.device("meta")
+"""A device other than the CPU that every machine has; stands for a GPU in device-placement tests."""
+
+
+class ForwardReached(BaseException):
+    """Raised by :class:`ForwardProbe` to stop the caller; a BaseException, so ``except Exception`` lets it by."""
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What a :class:`ForwardProbe` saw at its first forward pass."""
+
+    parameter_devices: frozenset[str]
+    """Device types of the probe's parameters, such as ``{"meta"}``."""
+    input_devices: frozenset[str]
+    """Device types of every tensor passed to forward."""
+    training: bool
+    """Whether the probe was in training mode (``model.train()``) or evaluation mode (``model.eval()``)."""
+
+
+class ForwardProbe(nn.Module):
+    """A stand-in model: records where it and its inputs are at the first forward pass, then stops the caller.
+
+    ``n_inputs`` and ``n_outputs`` only size the Linear layer inside, so that optimisers have parameters;
+    inputs of any shape are accepted. After the call, :attr:`sighting` holds a :class:`Sighting`.
+    """
+
+    def __init__(self, n_inputs: int, n_outputs: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_inputs, n_outputs)
+        self.sighting: Sighting | None = None
+
+    def forward(self, *inputs: Any, **keyword_inputs: Any) -> torch.Tensor:
+        tensors = [value for value in (*inputs, *keyword_inputs.values()) if isinstance(value, torch.Tensor)]
+        self.sighting = Sighting(
+            parameter_devices=frozenset(parameter.device.type for parameter in self.parameters()),
+            input_devices=frozenset(tensor.device.type for tensor in tensors),
+            training=self.training,
+        )
+        raise ForwardReached()
+
+
+def first_forward(
+    check_id: str, probe: ForwardProbe, function: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Sighting:
+    """Call ``function(*args, **kwargs)`` until it reaches ``probe``'s forward pass; return what the probe saw.
+
+    Fails the check when the function returns without calling the model, or raises an error of its own
+    first (typically the device-mismatch error of a model or batch left on the CPU).
+    """
+    probe.sighting = None
+    failure = ""
+    try:
+        function(*args, **kwargs)
+    except ForwardReached:
+        pass
+    except Exception as error:  # the student's function failed before reaching the model
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        failure = f"the function raised {type(error).__name__}: {first_line[:300]} before its first forward pass."
+    if failure:
+        _verdict(check_id, False, failure + " Asked to work on another device, it should move the model and "
+                 "every batch there first.")
+    if probe.sighting is None:
+        _verdict(check_id, False, "the function returned without ever calling the model on a batch.")
+    assert probe.sighting is not None
+    return probe.sighting
+
+
+def _device_types(value: Any) -> set[str]:
+    if isinstance(value, nn.Module):
+        tensors = [*value.parameters(), *value.buffers()]
+        return {tensor.device.type for tensor in tensors}
+    if isinstance(value, torch.Tensor):
+        return {value.device.type}
+    if isinstance(value, (torch.device, str)):
+        return {torch.device(value).type}
+    if isinstance(value, (set, frozenset)):
+        return {torch.device(item).type for item in value}
+    raise TypeError(f"cannot tell the device of a {type(value).__name__}")
+
+
+def check_device(check_id: str, value: Any, device: str | torch.device, *, what: str = "the result") -> None:
+    """``value`` (a tensor, a module's parameters and buffers, a device, or a set of device types) is on ``device``.
+
+    Only the device type is compared, so ``"cuda"`` matches ``cuda:0``.
+    """
+    expected = torch.device(device).type
+    try:
+        found = _device_types(value)
+    except TypeError as error:
+        _verdict(check_id, False, f"{what} should be a tensor or a model: {error}.")
+    _verdict(
+        check_id,
+        found == {expected},
+        f"{what} should be on the '{expected}' device, found on {', '.join(sorted(found)) or 'no device'}. "
+        "A device-agnostic function moves the model (`model.to(device)`) and every batch (`x.to(device)`) itself.",
+    )
+
+
+def check_parameters_close(
+    check_id: str,
+    model: nn.Module,
+    expected: nn.Module | Mapping[str, torch.Tensor],
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    what: str = "the parameters",
+) -> None:
+    """Every parameter of ``model`` equals the same-named one of ``expected`` (a module or a state_dict)."""
+    reference = dict(expected.named_parameters()) if isinstance(expected, nn.Module) else dict(expected)
+    actual = dict(model.named_parameters())
+    if set(actual) != set(reference):
+        _verdict(check_id, False, f"{what}: the model's parameters are {sorted(actual)}, expected {sorted(reference)}.")
+    for name, value in actual.items():
+        value = value.detach().cpu().double()
+        target = reference[name].detach().cpu().double()
+        if value.shape != target.shape or not torch.allclose(value, target, rtol=rtol, atol=atol):
+            error = float((value - target).abs().max()) if value.shape == target.shape else float("nan")
+            _verdict(
+                check_id,
+                False,
+                f"{what}: '{name}' differs from the expected values (largest difference {error:.3g}). Each "
+                "batch should take exactly one step on that batch's gradient: zero the gradients, compute the "
+                "loss on the model's raw outputs (logits), backpropagate, step.",
+            )
+    _verdict(check_id, True)
+
+
+def cuda_or_skip(check_id: str, reason: str = "no CUDA GPU here; this GPU check was not run") -> bool:
+    """True when a CUDA GPU is usable; otherwise record ``check_id`` as skipped (not passed) and return False."""
+    if cuda_available():
+        return True
+    skip(check_id, reason)
+    return False
+
+
+def is_probability_rows(outputs: torch.Tensor, *, tolerance: float = 1e-4) -> bool:
+    """Whether every row of ``outputs (batch, classes)`` lies in [0, 1] and sums to 1: softmax output, not logits."""
+    values = outputs.detach().cpu().double()
+    if values.ndim != 2:
+        return False
+    in_range = bool(((values >= -tolerance) & (values <= 1 + tolerance)).all())
+    return in_range and bool(torch.allclose(values.sum(dim=1), torch.ones(len(values), dtype=values.dtype), atol=tolerance))
