@@ -1,7 +1,9 @@
 """Grade every described submission (tests/submissions/<assignment>/*.toml) and check what it must lose.
 
 Each assignment also has the implicit cases ``solution`` (full marks, every grade cell silent on stderr)
-and ``blank`` (the untouched release scores zero). Submissions are built from the committed release,
+and ``blank`` (the untouched release scores zero), unless its example students already include both: the
+main job (test_autograde) grades those with real ``nbgrader autograde`` and fails on any expectation they
+miss, which proves the same thing once instead of twice. Submissions are built from the committed release,
 which test_release proves equal to a fresh build.
 """
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cml.instructor.cases import expectation_failures, implicit_cases, run_case
+from cml.instructor.cli import EXAMPLES_DIR
 from cml.instructor.notebooks import Course
 from cml.instructor.submissions import Case, load_cases
 
@@ -19,11 +22,20 @@ REPO = Path(__file__).resolve().parents[1]
 COURSE = Course(REPO)
 
 
+def _covered_by_examples(implicit: Case) -> bool:
+    """Whether an example student of the main job is this implicit case under another name."""
+    folder = REPO / EXAMPLES_DIR / implicit.assignment
+    examples = load_cases(folder) if folder.is_dir() else []
+    return any(example.base == implicit.base and example.lose == implicit.lose and not example.cells
+               and not example.blank for example in examples)
+
+
 def _all_cases() -> list[Case]:
     cases = []
     for assignment in COURSE.assignments():
         folder = REPO / "tests" / "submissions" / assignment
-        cases += implicit_cases(assignment) + (load_cases(folder) if folder.is_dir() else [])
+        implicit = [case for case in implicit_cases(assignment) if not _covered_by_examples(case)]
+        cases += implicit + (load_cases(folder) if folder.is_dir() else [])
     return cases
 
 
