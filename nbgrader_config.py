@@ -17,3 +17,5 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Grading: one cell may run this long before it is interrupted (seconds).
 c.ExecutePreprocessor.timeout = 120
 c.Execute.timeout = 120
+# Kill each kernel once its notebook has run (all outputs are in) instead of waiting ~3 s for it to exit.
+c.Execute.shutdown_kernel = "immediate"

@@ -121,6 +121,8 @@ def grade_notebook(
         interrupt_on_timeout=True,
         resources={"metadata": {"path": str(workdir)}},
         kernel_name="python3",
+        # Every output is in by then; a graceful shutdown only waits ~3 s for the kernel to exit by itself.
+        shutdown_kernel="immediate",
     )
     result = NotebookGrade()
     try:
