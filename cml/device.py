@@ -60,7 +60,8 @@ def describe_device(device: "str | torch.device | None" = None) -> str:
     resolved = resolve_device(device)
     if resolved.type == "cuda":
         return f"{resolved} ({torch.cuda.get_device_name(resolved)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def synchronize(device: "str | torch.device | None" = None) -> None:
