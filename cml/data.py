@@ -194,7 +194,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * n_dims)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header announces shape {shape} but holds {data.size} values")
-    return data.reshape(shape)
+    return data.reshape(shape).copy()  # writable, as torch.as_tensor and in-place edits expect
 
 
 def _md5(path: Path) -> str:
