@@ -60,6 +60,23 @@ def test_every_assignment_has_wrong_and_right_cases() -> None:
         assert len(right) >= 2, f"{assignment}: only {len(right)} correct-alternative cases"
 
 
+def test_further_cases_are_well_formed() -> None:
+    """The cases in more/ (graded with `./course cases <assignment> --more`, not here) name real cells."""
+    from cml.instructor.cases import MORE_CASES
+    from cml.instructor.notebooks import cell_kind, grade_id
+
+    for assignment in COURSE.assignments():
+        folder = REPO / "tests" / "submissions" / assignment / MORE_CASES
+        cells = {grade_id(cell): cell_kind(cell) for path in COURSE.notebooks(assignment)
+                 for cell in COURSE.read(path).cells if grade_id(cell)}
+        for case in load_cases(folder, assignment) if folder.is_dir() else []:
+            assert case.lose is not None and case.description, f"{assignment}/more/{case.name}: no expectation"
+            for name in (*case.lose, *case.cascade):
+                assert cells.get(name) == "tests", f"{assignment}/more/{case.name}: {name!r} is not a test cell"
+            for name in (*case.cells, *case.blank):
+                assert cells.get(name) == "solution", f"{assignment}/more/{case.name}: {name!r} is not a solution cell"
+
+
 def test_expectations_are_enforced_both_ways() -> None:
     from cml.instructor.grader import CellGrade, NotebookGrade
 
@@ -69,3 +86,20 @@ def test_expectations_are_enforced_both_ways() -> None:
     assert expectation_failures(Case("c", "a", "", lose=("t1", "t2")), grade)  # t1 should have failed
     assert expectation_failures(Case("c", "a", "", lose=("nope",)), grade)  # unknown cell named
     assert expectation_failures(Case("c", "a", "", lose=("*",)), grade)  # t1 scored
+    assert expectation_failures(Case("c", "a", "", lose=("t1",), cascade=("t2",)), grade)  # t1 scored
+    assert expectation_failures(Case("c", "a", "", lose=("t1",), cascade=("t2",)),
+                                NotebookGrade([CellGrade("t1", "tests", 0.0, 2.0, "boom")])) == []  # t2 not run
+    assert expectation_failures(Case("c", "a", "", lose=(), cascade=()), grade)  # t2 lost, not a cascade
+
+
+def test_cascades_need_a_lost_cell_and_known_names(tmp_path: Path) -> None:
+    from cml.instructor.submissions import load_case
+
+    (tmp_path / "01_neuron").mkdir()
+    orphan = tmp_path / "01_neuron" / "orphan.toml"
+    orphan.write_text('description = "x"\nlose = []\ncascade = ["test_sigmoid"]\n')
+    with pytest.raises(ValueError, match="`lose` must name"):
+        load_case(orphan)
+    typo = Case("typo", "01_neuron", "", lose=("test_sigmoid",), cascade=("test_sigmoidd",))
+    with pytest.raises(ValueError, match="not test cells"):
+        run_case(typo, REPO, COURSE.release)

@@ -3,14 +3,19 @@
 Every assignment also gets two implicit cases: ``solution`` (must score full marks) and ``blank``
 (the untouched release, must score zero). Usage::
 
-    python -m cml.instructor.cases 01_neuron [case ...] [--jobs N] [--full]
+    python -m cml.instructor.cases 01_neuron [case ...] [--jobs N] [--full] [--more]
 
-A wrong answer's case stops after the last test cell it must lose: the cells before its first
-changed cell are the solution's, and the cells after that last one only repeat what the correct
-answers already prove (and whether they would also lose is bookkeeping, not a test of the hidden
-tests). This roughly halves the suite's grading time. ``--full`` (or ``CML_CASES_FULL=1``) runs
-every case to the end and also checks that every later test cell keeps its points. Correct
-answers, the solution and the blank release always run in full.
+The test suite grades the cases of ``tests/submissions/<assignment>/``; the further cases in its
+``more/`` sub-folder (other variants of mistakes the suite's cases already cover) run with ``--more``,
+which keeps the suite inside its time budget while every written case stays runnable.
+
+A wrong answer's case stops after the last test cell in its ``lose`` list: the cells before its first
+changed cell are the solution's, and the cells after that one only repeat what the correct answers
+already prove, or lose as a consequence (its ``cascade`` list: whether they do is bookkeeping, not a
+test of the hidden tests). This roughly halves the suite's grading time. ``--full`` (or
+``CML_CASES_FULL=1``) runs every case to the end and checks every later test cell too: the
+``cascade`` cells must lose, the others keep their points. Correct answers, the solution and the
+blank release always run in full.
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from cml.instructor.grader import NotebookGrade, grade_notebook
-from cml.instructor.notebooks import Course, grade_id
+from cml.instructor.notebooks import Course, cell_kind, grade_id
 from cml.instructor.release import generate_release
 from cml.instructor.submissions import Case, build_submission, load_cases
 
-__all__ = ["CaseResult", "implicit_cases", "run_case", "run_cases", "expectation_failures"]
+MORE_CASES = "more"
+"""Sub-folder of an assignment's cases that only ``--more`` grades (see the module docstring)."""
+
+__all__ = ["MORE_CASES", "CaseResult", "implicit_cases", "run_case", "run_cases", "expectation_failures"]
 
 
 @dataclass
@@ -57,7 +65,10 @@ def implicit_cases(assignment: str) -> list[Case]:
 
 
 def expectation_failures(case: Case, grade: NotebookGrade) -> list[str]:
-    """Where ``grade`` contradicts the case's ``lose`` list (``"*"`` means every test cell)."""
+    """Where ``grade`` contradicts the case's ``lose`` and ``cascade`` lists (``"*"`` means every test cell).
+
+    Cells that were not run (a case stopped early) are not in ``grade`` and so are not judged.
+    """
     if case.lose is None:
         return []
     failures = []
@@ -69,7 +80,7 @@ def expectation_failures(case: Case, grade: NotebookGrade) -> list[str]:
         if name != "*" and name not in known:
             failures.append(f"`lose` names {name!r}, which is not a test cell")
     for cell in test_cells:
-        should_lose = "*" in case.lose or cell.grade_id in case.lose
+        should_lose = "*" in case.lose or cell.grade_id in case.lose or cell.grade_id in case.cascade
         if should_lose and cell.score:
             failures.append(f"{cell.grade_id}: expected 0, scored {cell.score:g}/{cell.max_score:g}")
         if not should_lose and cell.score != cell.max_score:
@@ -122,6 +133,11 @@ def run_case(case: Case, course_root: Path, release_root: Path, *, full: bool | 
     """
     full = full_runs_requested() if full is None else full
     course = Course(course_root)
+    test_ids = {grade_id(cell) for path in course.notebooks(case.assignment) for cell in course.read(path).cells
+                if cell_kind(cell) == "tests"}
+    unknown = sorted(set(case.cascade) - test_ids)
+    if unknown:
+        raise ValueError(f"case {case.name}: `cascade` names {unknown}, which are not test cells of {case.assignment}")
     started = time.perf_counter()
     total = NotebookGrade()
     stopped_after = None
@@ -166,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases-dir", type=Path, default=None, help="default: <root>/tests/submissions/<assignment>")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--full", action="store_true", help="run wrong answers to the end too (see above)")
+    parser.add_argument("--more", action="store_true", help="also grade the cases in the more/ sub-folder")
     arguments = parser.parse_args(argv)
     folder = arguments.cases_dir or arguments.root / "tests" / "submissions" / arguments.assignment
     cases = implicit_cases(arguments.assignment) + (load_cases(folder) if folder.is_dir() else [])
+    if arguments.more and (folder / MORE_CASES).is_dir():
+        cases += load_cases(folder / MORE_CASES, arguments.assignment)
     if arguments.cases:
         cases = [case for case in cases if case.name in arguments.cases]
     results = run_cases(cases, arguments.root, arguments.jobs, full=arguments.full or None)

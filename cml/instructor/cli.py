@@ -145,8 +145,7 @@ def command_demo(arguments: argparse.Namespace) -> int:
 
 def command_cases(arguments: argparse.Namespace) -> int:
     forwarded = [arguments.assignment, *arguments.cases, "--root", str(arguments.root), "--jobs", str(arguments.jobs)]
-    if arguments.full:
-        forwarded.append("--full")
+    forwarded += ["--full"] * arguments.full + ["--more"] * arguments.more
     return cases_module.main(forwarded)
 
 
@@ -181,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("cases", nargs="*")
     case.add_argument("--jobs", type=int, default=jobs)
     case.add_argument("--full", action="store_true", help="run wrong answers to the end too")
+    case.add_argument("--more", action="store_true", help="also the cases in tests/submissions/<assignment>/more/")
     case.set_defaults(handler=command_cases)
     return parser
 

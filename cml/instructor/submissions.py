@@ -6,12 +6,17 @@ A case is a TOML file naming the assignment's starting point and the cells a stu
     base = "solution"          # or "blank": the untouched release
     blank = ["fit"]            # optional: solution cells left as released
     lose = ["test_d_sigmoid"]  # grade cells that must score zero; every other autograded cell keeps full marks
+    cascade = ["test_train"]   # optional: later cells that also score zero because they use the broken function
 
     [cells]
     d_sigmoid = '''
     def d_sigmoid(x):
         return x * (1 - x)
     '''
+
+``lose`` names the cells whose tests must catch the mistake; ``cascade`` those that lose only because
+they build on the broken answer (a training cell after a wrong ``backward``). The case runner stops a
+wrong answer after its last ``lose`` cell, so cascades are checked by full runs (``--full``) only.
 
 The submission is the *release* notebook with its solution cells filled in, exactly what a student
 hands in; grading then restores the locked cells (and hidden tests) from the source, as nbgrader does.
@@ -44,19 +49,24 @@ class Case:
     blank: tuple[str, ...] = ()
     lose: tuple[str, ...] | None = None
     """Grade cells expected to score zero; ``None`` when the case states no expectation."""
+    cascade: tuple[str, ...] = ()
+    """Later grade cells that also score zero, as a consequence (checked in full runs)."""
 
 
 def load_case(path: Path, assignment: str | None = None) -> Case:
     """Read one case file; the assignment defaults to the name of its folder."""
     with open(path, "rb") as stream:
         data = tomllib.load(stream)
-    unknown = set(data) - {"description", "base", "cells", "blank", "lose"}
+    unknown = set(data) - {"description", "base", "cells", "blank", "lose", "cascade"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
     base = data.get("base", "solution")
     if base not in ("solution", "blank"):
         raise ValueError(f"{path}: base must be 'solution' or 'blank', got {base!r}")
     lose = data.get("lose")
+    cascade = tuple(data.get("cascade", ()))
+    if cascade and not lose:
+        raise ValueError(f"{path}: `cascade` lists consequences of a mistake, so `lose` must name the cells it fails")
     return Case(
         name=path.stem,
         assignment=assignment or path.parent.name,
@@ -65,12 +75,13 @@ def load_case(path: Path, assignment: str | None = None) -> Case:
         cells={key: value.rstrip("\n") for key, value in data.get("cells", {}).items()},
         blank=tuple(data.get("blank", ())),
         lose=tuple(lose) if lose is not None else None,
+        cascade=cascade,
     )
 
 
-def load_cases(folder: Path) -> list[Case]:
-    """Every ``*.toml`` case in ``folder``, sorted by name."""
-    return [load_case(path) for path in sorted(folder.glob("*.toml"))]
+def load_cases(folder: Path, assignment: str | None = None) -> list[Case]:
+    """Every ``*.toml`` case in ``folder``, sorted by name (the assignment defaults to the folder's name)."""
+    return [load_case(path, assignment) for path in sorted(folder.glob("*.toml"))]
 
 
 def build_submission(case: Case, source: NotebookNode, release: NotebookNode) -> NotebookNode:
