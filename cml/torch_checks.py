@@ -148,8 +148,10 @@ def check_parameters_close(
     for name, value in actual.items():
         value = value.detach().cpu().double()
         target = reference[name].detach().cpu().double()
-        if value.shape != target.shape or not torch.allclose(value, target, rtol=rtol, atol=atol):
-            error = float((value - target).abs().max()) if value.shape == target.shape else float("nan")
+        if value.shape != target.shape:
+            _verdict(check_id, False, f"{what}: '{name}' has shape {tuple(value.shape)}, expected {tuple(target.shape)}.")
+        if not torch.allclose(value, target, rtol=rtol, atol=atol):
+            error = float((value - target).abs().max())
             _verdict(
                 check_id,
                 False,

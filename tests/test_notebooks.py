@@ -43,7 +43,7 @@ def test_release_with_answers_runs_without_hidden_tests(notebook: Path, tmp_path
     """
     from nbclient import NotebookClient
 
-    from cml.instructor.grader import GRADING_ENVIRONMENT
+    from cml.instructor.grader import GRADING_ENVIRONMENT, error_summary
     from cml.instructor.notebooks import Course
     from cml.instructor.submissions import Case, build_submission
 
@@ -53,10 +53,6 @@ def test_release_with_answers_runs_without_hidden_tests(notebook: Path, tmp_path
     submission = build_submission(student, course.read(notebook), course.read(course.release / assignment / notebook.name))
     NotebookClient(submission, kernel_name="python3", timeout=300, allow_errors=True, shutdown_kernel="immediate",
                    resources={"metadata": {"path": str(tmp_path)}}).execute(env={**os.environ, **GRADING_ENVIRONMENT})
-    problems = [
-        f"cell {index}: {output.get('ename') or 'stderr'}: {(output.get('evalue') or output.get('text', ''))[:300]}"
-        for index, cell in enumerate(submission.cells) if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-        if output.get("output_type") == "error" or (output.get("output_type") == "stream" and output.get("name") == "stderr")
-    ]
+    problems = [f"cell {index}: {error_summary(cell)}" for index, cell in enumerate(submission.cells)
+                if cell.cell_type == "code" and error_summary(cell)]
     assert not problems, "\n".join(problems)

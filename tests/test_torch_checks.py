@@ -108,6 +108,8 @@ def test_parameters_close_fails_a_missing_zero_grad() -> None:
         check_parameters_close("t.accumulated", accumulating, reference)
     with pytest.raises(CheckFailed, match="parameters are"):
         check_parameters_close("t.names", nn.Linear(7, 5, bias=False), reference)
+    with pytest.raises(CheckFailed, match="has shape"):
+        check_parameters_close("t.shape", nn.Linear(5, 7), {"weight": torch.zeros(5, 7), "bias": torch.zeros(7)})
 
 
 def test_probability_rows_tell_softmax_outputs_from_logits() -> None:

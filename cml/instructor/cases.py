@@ -133,8 +133,8 @@ def run_case(case: Case, course_root: Path, release_root: Path, *, full: bool | 
     """
     full = full_runs_requested() if full is None else full
     course = Course(course_root)
-    test_ids = {grade_id(cell) for path in course.notebooks(case.assignment) for cell in course.read(path).cells
-                if cell_kind(cell) == "tests"}
+    sources = {path.name: course.read(path) for path in course.notebooks(case.assignment)}
+    test_ids = {grade_id(cell) for source in sources.values() for cell in source.cells if cell_kind(cell) == "tests"}
     unknown = sorted(set(case.cascade) - test_ids)
     if unknown:
         raise ValueError(f"case {case.name}: `cascade` names {unknown}, which are not test cells of {case.assignment}")
@@ -142,9 +142,8 @@ def run_case(case: Case, course_root: Path, release_root: Path, *, full: bool | 
     total = NotebookGrade()
     stopped_after = None
     with tempfile.TemporaryDirectory(prefix=f"case-{case.name}-") as workdir:
-        for source_path in course.notebooks(case.assignment):
-            source = course.read(source_path)
-            release = course.read(release_root / case.assignment / source_path.name)
+        for name, source in sources.items():
+            release = course.read(release_root / case.assignment / name)
             submission = build_submission(case, source, release)
             stop_after = None if full else last_lost_cell(case, source)
             grade, _ = grade_notebook(source, submission, workdir=Path(workdir), stop_after=stop_after,

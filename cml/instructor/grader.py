@@ -20,7 +20,7 @@ from nbgrader.utils import determine_grade
 
 from cml.instructor.notebooks import cell_kind, grade_id
 
-__all__ = ["GRADING_ENVIRONMENT", "CellGrade", "NotebookGrade", "merge_for_grading", "grade_notebook"]
+__all__ = ["GRADING_ENVIRONMENT", "CellGrade", "NotebookGrade", "merge_for_grading", "error_summary", "grade_notebook"]
 
 GRADING_ENVIRONMENT = {
     "CML_NO_PROGRESS": "1",
@@ -82,7 +82,8 @@ def merge_for_grading(source: NotebookNode, submission: NotebookNode) -> Noteboo
     return merged
 
 
-def _error_summary(cell: NotebookNode) -> str:
+def error_summary(cell: NotebookNode) -> str:
+    """A cell's first error or stderr output in one line (the last line of a stderr stream); empty if none."""
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
             return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"[:500]
@@ -138,6 +139,6 @@ def grade_notebook(
             error = "not executed (the kernel stopped before this cell)"
         else:
             score, max_score = determine_grade(cell)
-            error = _error_summary(cell) if score == 0 else ""
+            error = error_summary(cell) if score == 0 else ""
         result.cells.append(CellGrade(grade_id(cell), kind, score, max_score, error))
     return result, notebook
