@@ -116,11 +116,10 @@ def _envelope(n_samples: int, rate: int, rng: np.random.Generator) -> np.ndarray
     envelope = np.zeros(n_samples)
     end = min(n_samples, onset + length)
     envelope[onset:end] = 1.0
-    ramp_up = np.linspace(0, 1, attack)
-    envelope[onset : onset + attack] *= ramp_up[: max(0, min(attack, n_samples - onset))]
-    ramp_down = np.linspace(1, 0, release)
-    start = max(onset, end - release)
-    envelope[start:end] *= ramp_down[-(end - start) :] if end > start else 1.0
+    attack_end = min(onset + attack, n_samples)
+    envelope[onset:attack_end] *= np.linspace(0, 1, attack)[: attack_end - onset]
+    release_start = max(onset, end - release)  # a release longer than the sound keeps only its tail
+    envelope[release_start:end] *= np.linspace(1, 0, release)[release - (end - release_start) :]
     return envelope
 
 
