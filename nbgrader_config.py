@@ -19,3 +19,10 @@ c.ExecutePreprocessor.timeout = 120
 c.Execute.timeout = 120
 # Kill each kernel once its notebook has run (all outputs are in) instead of waiting ~3 s for it to exit.
 c.Execute.shutdown_kernel = "immediate"
+
+# Feedback shows students their tests' results and points, never the code of hidden tests.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "cml.instructor.feedback.HideTestCode",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

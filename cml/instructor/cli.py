@@ -4,7 +4,8 @@
     cml-course check-release          release/ equals a fresh build and leaks nothing
     cml-course validate [A ...]       check-release, then solution = full marks and release = zero
     cml-course examples OUT           write the bundled example submissions as OUT/<student>/<assignment>/
-    cml-course autograde SUBMITTED    autograde a folder of submissions: grade table, CSV, feedback
+    cml-course autograde SUBMITTED    autograde a folder of submissions with plain nbgrader, one by one
+    cml-course grade SUBMITTED [A ...] grade a class in parallel and sandboxed: gradebook, feedback, report
     cml-course demo                   the main job: check the release, autograde the examples, print grades
     cml-course cases A [CASE ...]     grade the described test submissions of tests/submissions/A
 """
@@ -21,10 +22,12 @@ from pathlib import Path
 from cml.instructor import cases as cases_module
 from cml.instructor.autograde import GradeRow, autograde, format_table, write_csv
 from cml.instructor.cases import expectation_failures
+from cml.instructor.classgrade import default_workers, format_outcomes, grade_class
 from cml.instructor.grader import NotebookGrade
 from cml.instructor.notebooks import Course
 from cml.instructor.release import find_leaks, generate_release, release_differences, update_release
 from cml.instructor.submissions import Case, load_cases, write_submission
+from cml.instructor.worker import Limits
 
 __all__ = ["main"]
 
@@ -124,6 +127,23 @@ def command_autograde(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_grade(arguments: argparse.Namespace) -> int:
+    course = _course(arguments)
+    limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=arguments.time_limit,
+                    memory_mb=arguments.memory_limit)
+    run = grade_class(course, arguments.submitted.resolve(), arguments.workdir.resolve(), arguments.assignments,
+                      workers=arguments.workers, limits=limits, sandbox=not arguments.no_sandbox,
+                      progress=not arguments.no_progress)
+    print(format_outcomes(run.outcomes))
+    print(f"\ngraded {len(run.outcomes)} submissions in {run.seconds:.1f} s with {run.workers} workers "
+          f"({run.submissions_per_minute():.1f} per minute)")
+    for note in run.copy_notes:
+        print(f"NOTE {note}")
+    print(f"report: {run.csv_report} and {run.json_report}; gradebook: {arguments.workdir / 'gradebook.db'}; "
+          f"feedback: {arguments.workdir / 'feedback'}")
+    return 1 if any(outcome.status == "failed" for outcome in run.outcomes) else 0
+
+
 def command_demo(arguments: argparse.Namespace) -> int:
     """Check the release, autograde the bundled examples, and verify the reference and blank students."""
     course = _course(arguments)
@@ -172,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("assignments", nargs="*")
     grade.add_argument("--workdir", type=Path, default=Path("course_work"))
     grade.set_defaults(handler=command_autograde)
+    parallel = commands.add_parser("grade", help="grade a class in parallel, sandboxed: gradebook, feedback, report")
+    parallel.add_argument("submitted", type=Path, help="SUBMITTED/<student>/<assignment>/*.ipynb")
+    parallel.add_argument("assignments", nargs="*", help="default: every assignment")
+    parallel.add_argument("--workdir", type=Path, default=Path("course_work"))
+    parallel.add_argument("--workers", type=int, default=default_workers(), help="default: the usable cores")
+    parallel.add_argument("--cell-timeout", type=int, default=Limits.cell_timeout, help="seconds per cell")
+    parallel.add_argument("--time-limit", type=float, default=Limits.time_limit, help="seconds per submission")
+    parallel.add_argument("--memory-limit", type=int, default=Limits.memory_mb, help="MB per submission")
+    parallel.add_argument("--no-sandbox", action="store_true", help="run kernels without isolation")
+    parallel.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parallel.set_defaults(handler=command_grade)
     demo = commands.add_parser("demo", help="the main job on the bundled examples")
     demo.add_argument("--workdir", type=Path, default=Path("course_work"))
     demo.set_defaults(handler=command_demo)

@@ -15,16 +15,22 @@ import nbformat
 
 from cml.instructor.notebooks import HIDDEN_MARKERS, MARK_SCHEME_MARKERS, SOLUTION_MARKERS, Course, cell_kind
 
-__all__ = ["run_nbgrader", "generate_release", "update_release", "release_differences", "find_leaks"]
+__all__ = ["nbgrader_environment", "run_nbgrader", "generate_release", "update_release", "release_differences", "find_leaks"]
 
 CONFIG_FILE = "nbgrader_config.py"
+
+
+def nbgrader_environment() -> dict[str, str]:
+    """This environment, with this interpreter's scripts first on ``PATH``: nbgrader's gradebook runs ``alembic``."""
+    scripts = os.path.dirname(sys.executable)
+    return {**os.environ, "PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")])}
 
 
 def run_nbgrader(arguments: list[str], cwd: Path, *, log: Path | None = None,
                  environment: Mapping[str, str] | None = None) -> None:
     """Run ``nbgrader ARGUMENTS`` in ``cwd``, appending its output to ``log``; raise with that output on failure."""
     completed = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *arguments], cwd=cwd, env={**os.environ, **(environment or {})},
+        [sys.executable, "-m", "nbgrader", *arguments], cwd=cwd, env={**nbgrader_environment(), **(environment or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
     )
     if log is not None:

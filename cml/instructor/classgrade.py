@@ -1,0 +1,329 @@
+"""Grade a whole class with nbgrader, in parallel, safely: ``cml-course grade``.
+
+The parent prepares one nbgrader course folder (the *workdir*: config, ``source/``, the class
+gradebook, ``submitted/``), runs ``nbgrader generate_assignment`` once per assignment, and hands the
+submissions one at a time to N worker processes (:mod:`cml.instructor.worker`). Each worker grades in
+a private copy of the course and returns the grades; the parent alone writes them into the class
+gradebook (:mod:`cml.instructor.gradebook`), collects ``autograded/``, ``feedback/`` and the logs, and
+writes a CSV and a JSON report of the run. nbgrader stays the source of truth: the formgrader, export
+and feedback commands work on the workdir as on any nbgrader course.
+
+A worker that dies or hangs costs only the submission it held (reported as ``failed``); a new worker
+takes its place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections import deque
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+import psutil
+from nbgrader.api import Gradebook
+from sqlalchemy.exc import SAWarning
+from tqdm.auto import tqdm
+
+from cml.instructor.autograde import prepare_workdir
+from cml.instructor.gradebook import merge_submission
+from cml.instructor.grader import GRADING_ENVIRONMENT
+from cml.instructor.notebooks import Course
+from cml.instructor.release import nbgrader_environment, run_nbgrader
+from cml.instructor.sandbox import write_kernelspec
+from cml.instructor.watchdog import become_subreaper
+from cml.instructor.worker import Job, Limits, Outcome, WorkerSettings, grade_submission
+
+__all__ = ["GradingRun", "grade_class", "format_outcomes", "copy_submissions", "default_workers", "SANDBOX_UID_BASE"]
+
+SANDBOX_UID_BASE = 64200
+"""Worker ``i`` runs its kernels as user id ``SANDBOX_UID_BASE + i`` when grading as root."""
+_GRACE_SECONDS = 120
+"""How long past a submission's time limit its worker may take before the parent kills it."""
+
+
+@dataclass
+class GradingRun:
+    outcomes: list[Outcome]
+    seconds: float
+    workers: int
+    csv_report: Path
+    json_report: Path
+    copy_notes: list[str]
+
+    def submissions_per_minute(self) -> float:
+        return 60 * len(self.outcomes) / self.seconds if self.seconds else 0.0
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def copy_submissions(submissions: Path, target: Path) -> list[str]:
+    """Copy ``<student>/<assignment>/...`` keeping only plain files and folders; notes on what was left out.
+
+    Links could point at other students' work or at the grader's files, and the grader reads what it copies.
+    """
+    notes = []
+    for folder, folders, files in os.walk(submissions):
+        relative = Path(folder).relative_to(submissions)
+        (target / relative).mkdir(parents=True, exist_ok=True)
+        for name in list(folders):
+            if name.startswith(".") or os.path.islink(os.path.join(folder, name)):
+                folders.remove(name)
+                if not name.startswith("."):
+                    notes.append(f"{relative / name}: a link to a folder was not copied")
+        for name in files:
+            path = os.path.join(folder, name)
+            mode = os.lstat(path).st_mode
+            if name.startswith(".") and name != ".timestamp.txt":
+                continue
+            if not stat.S_ISREG(mode):
+                notes.append(f"{relative / name}: not a plain file (a link?), not copied")
+                continue
+            shutil.copyfile(path, target / relative / name)
+    return notes
+
+
+def _plan(workdir: Path, assignments: list[str]) -> list[Job]:
+    submitted = workdir / "submitted"
+    students = sorted(p.name for p in submitted.iterdir() if p.is_dir()) if submitted.is_dir() else []
+    return [Job(student, assignment) for assignment in assignments for student in students
+            if (submitted / student / assignment).is_dir()]
+
+
+def _unprivileged_user_works(uid: int) -> bool:
+    """Can a process running as ``uid`` import the kernel and the course package (is the environment readable)?"""
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import ipykernel, cml"], user=uid, group=uid, extra_groups=[],
+                               cwd="/", capture_output=True, timeout=120, check=False)
+    except OSError:  # the interpreter itself is out of reach (a Python installed under /root, say)
+        return False
+    return probe.returncode == 0
+
+
+def _serve(index: int, connection: Connection, settings: WorkerSettings) -> None:
+    """A worker process: grade the jobs the parent sends until it sends ``None``."""
+    become_subreaper()
+    # nbgrader's autograde makes SQLAlchemy warn about autoflush on every new submission; it is harmless.
+    warnings.filterwarnings("ignore", category=SAWarning)
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [settings.kernelspecs, os.environ.get("JUPYTER_PATH")]))
+    os.environ.update(GRADING_ENVIRONMENT)
+    while True:
+        job = connection.recv()
+        if job is None:
+            return
+        connection.send(grade_submission(job, settings, index))
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    job: Job | None = None
+    started: float = 0.0
+
+
+class _WorkerPool:
+    def __init__(self, size: int, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.context = multiprocessing.get_context("spawn")
+        self.slots = [self._start(index) for index in range(size)]
+
+    def _start(self, index: int) -> _Slot:
+        ours, theirs = self.context.Pipe()
+        process = self.context.Process(target=_serve, args=(index, theirs, self.settings), daemon=True,
+                                       name=f"cml-grader-{index}")
+        process.start()
+        theirs.close()
+        return _Slot(index, process, ours)
+
+    def _replace(self, slot: _Slot) -> None:
+        _kill_tree(slot.process.pid)
+        slot.process.join(timeout=5)
+        self.slots[slot.index] = self._start(slot.index)
+
+    def run(self, jobs: list[Job], on_outcome) -> None:
+        pending = deque(jobs)
+        deadline = self.settings.limits.time_limit + _GRACE_SECONDS
+        while pending or any(slot.job for slot in self.slots):
+            for slot in self.slots:
+                if slot.job is None and pending:
+                    slot.job, slot.started = pending.popleft(), time.monotonic()
+                    slot.connection.send(slot.job)
+            busy = [slot for slot in self.slots if slot.job]
+            wait([s.connection for s in busy] + [s.process.sentinel for s in busy], timeout=1.0)
+            for slot in busy:
+                outcome = None
+                if slot.connection.poll():
+                    try:
+                        outcome = slot.connection.recv()
+                    except (EOFError, OSError):
+                        outcome = None
+                if outcome is None and slot.process.is_alive() and time.monotonic() - slot.started < deadline:
+                    continue
+                if outcome is None:
+                    why = ("its grading worker did not finish within the time limit and was killed"
+                           if slot.process.is_alive() else
+                           f"its grading worker died (exit code {slot.process.exitcode})")
+                    outcome = Outcome(slot.job.student, slot.job.assignment, status="failed", notes=[why],
+                                      seconds=time.monotonic() - slot.started, worker=slot.index)
+                    self._replace(slot)
+                    slot = self.slots[slot.index]
+                slot.job = None
+                on_outcome(outcome)
+
+    def close(self) -> None:
+        for slot in self.slots:
+            try:
+                slot.connection.send(None)
+            except OSError:
+                pass
+        for slot in self.slots:
+            slot.process.join(timeout=10)
+            if slot.process.is_alive():
+                _kill_tree(slot.process.pid)
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        root = psutil.Process(pid)
+        processes = root.children(recursive=True) + [root]
+    except psutil.Error:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(processes, timeout=5)
+
+
+def _total(outcome: Outcome, key: str) -> float:
+    """Sum of ``key`` over the autograded (code) grade cells, as nbgrader's ``code_score`` counts them."""
+    return sum(grade[key] or 0.0 for notebook in outcome.payload.get("notebooks", [])
+               for grade in notebook["grades"] if grade["cell_type"] == "code")
+
+
+def _row(outcome: Outcome) -> dict:
+    return {
+        "student": outcome.student,
+        "assignment": outcome.assignment,
+        "status": outcome.status,
+        "code_score": round(_total(outcome, "auto_score"), 4),
+        "max_code_score": round(_total(outcome, "max_score"), 4),
+        "seconds": round(outcome.seconds, 2),
+        "execution_seconds": round(outcome.execution_seconds, 2),
+        "peak_memory_mb": round(outcome.peak_memory_mb, 1),
+        "notes": " | ".join(outcome.notes),
+    }
+
+
+def _write_reports(run_dir: Path, outcomes: list[Outcome], summary: dict) -> tuple[Path, Path]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [_row(outcome) for outcome in outcomes]
+    csv_path, json_path = run_dir / "grades.csv", run_dir / "report.json"
+    with open(csv_path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["student"])
+        writer.writeheader()
+        writer.writerows(rows)
+    details = [{**row, "notes": outcome.notes, "isolation_gaps": outcome.isolation_gaps, "worker": outcome.worker,
+                "cells": [{"notebook": notebook["name"], **grade} for notebook in outcome.payload.get("notebooks", [])
+                          for grade in notebook["grades"]]}
+               for row, outcome in zip(rows, outcomes)]
+    json_path.write_text(json.dumps({**summary, "submissions": details}, indent=1))
+    return csv_path, json_path
+
+
+def grade_class(
+    course: Course,
+    submissions: Path,
+    workdir: Path,
+    assignments: list[str] | None = None,
+    *,
+    workers: int | None = None,
+    limits: Limits = Limits(),
+    sandbox: bool = True,
+    progress: bool = True,
+) -> GradingRun:
+    """Autograde every submission in ``submissions/<student>/<assignment>/`` into the nbgrader course ``workdir``."""
+    started = time.perf_counter()
+    os.environ.update(nbgrader_environment())  # the workers inherit it
+    assignments = assignments or course.assignments()
+    workers = max(1, workers or default_workers())
+    prepare_workdir(course, workdir, assignments)
+    workdir.chmod(0o700)
+    copy_notes = copy_submissions(submissions, workdir / "submitted")
+    database = f"sqlite:///{workdir}/gradebook.db"
+    for assignment in assignments:
+        run_nbgrader(["generate_assignment", assignment, "--force", "--db", database], workdir,
+                     log=workdir / "grading.log")
+    scratch = Path(tempfile.mkdtemp(prefix="cml-grade-"))
+    scratch.chmod(0o711)
+    try:
+        template = scratch / "template.db"
+        shutil.copy(workdir / "gradebook.db", template)
+        template.chmod(0o600)
+        uid_base = SANDBOX_UID_BASE if sandbox and os.geteuid() == 0 else None
+        if uid_base is not None and not _unprivileged_user_works(uid_base):
+            copy_notes.append("kernels run as the grader's user: an unprivileged user cannot read the Python "
+                              "environment")
+            uid_base = None
+        hidden = [workdir, submissions.resolve(), course.source, course.root / "tests", course.root / "examples",
+                  course.root / ".authoring"]
+        settings = WorkerSettings(course=str(workdir), template_db=str(template), scratch=str(scratch),
+                                  kernelspecs=str(write_kernelspec(scratch / "jupyter")), limits=limits,
+                                  sandbox=sandbox, uid_base=uid_base,
+                                  hidden_paths=tuple(str(path) for path in hidden if sandbox and path.is_dir()))
+        jobs = _plan(workdir, assignments)
+        outcomes: list[Outcome] = []
+        bar = tqdm(total=len(jobs), unit="submission", disable=not progress, dynamic_ncols=True)
+
+        def record(outcome: Outcome) -> None:
+            if outcome.payload:
+                with Gradebook(database) as gradebook:
+                    merge_submission(gradebook, outcome.student, outcome.assignment, outcome.payload,
+                                     flagged=outcome.status != "graded")
+            outcomes.append(outcome)
+            bar.set_postfix_str(f"{outcome.student}/{outcome.assignment}: {outcome.status}", refresh=False)
+            bar.update()
+
+        pool = _WorkerPool(min(workers, max(1, len(jobs))), settings)
+        try:
+            pool.run(jobs, record)
+        finally:
+            pool.close()
+            bar.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    outcomes.sort(key=lambda o: (o.assignment, o.student))
+    seconds = time.perf_counter() - started
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    summary = {"started": stamp, "seconds": round(seconds, 2), "workers": workers, "limits": asdict(limits),
+               "sandbox": sandbox, "unprivileged_user": uid_base is not None, "copy_notes": copy_notes,
+               "submissions_per_minute": round(60 * len(outcomes) / seconds, 2) if seconds else 0.0}
+    csv_path, json_path = _write_reports(workdir / "reports" / stamp, outcomes, summary)
+    return GradingRun(outcomes, seconds, workers, csv_path, json_path, copy_notes)
+
+
+def format_outcomes(outcomes: list[Outcome]) -> str:
+    """A plain-text table: score, status and what happened, one line per submission."""
+    header = f"{'student':<16} {'assignment':<22} {'autograded':>12} {'status':<8} {'seconds':>7}  notes"
+    lines = [header, "-" * len(header)]
+    for outcome in outcomes:
+        row = _row(outcome)
+        notes = row["notes"] if len(row["notes"]) <= 70 else row["notes"][:67] + "..."
+        lines.append(f"{outcome.student:<16} {outcome.assignment:<22} {row['code_score']:>6g}/{row['max_code_score']:<5g} "
+                     f"{outcome.status:<8} {outcome.seconds:>7.1f}  {notes or '-'}")
+    return "\n".join(lines)

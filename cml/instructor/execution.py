@@ -1,0 +1,150 @@
+"""nbgrader's Execute preprocessor, made to survive the kernel: a dead kernel costs only the cells it did not run.
+
+Plain ``nbgrader autograde`` drops the whole submission when the kernel dies (``os._exit``, ``exit()``,
+a segfault, the memory or time limit). :class:`ResilientExecute` instead gives the cell that was running
+an error output that names the reason, and every later code cell a "not run" error, so that nbgrader's
+own rule (a grade cell with an error scores zero) keeps the points of the cells graded before the crash
+and gives zero to the rest. It also caps the output one cell may produce, before it reaches memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nbformat import NotebookNode
+from nbformat.v4 import new_output
+from traitlets import Integer, Unicode
+
+from nbgrader.preprocessors import Execute
+
+__all__ = ["ResilientExecute", "set_interruption_source", "reset_statistics", "statistics", "KERNEL_STOPPED",
+           "NOT_RUN"]
+
+KERNEL_STOPPED = "KernelStopped"
+"""``ename`` of the error given to the cell that was running when the kernel stopped."""
+NOT_RUN = "NotRun"
+"""``ename`` of the error given to the code cells after it."""
+
+_interruption_source: Callable[[], str | None] = lambda: None
+_statistics: dict = {"cell_seconds": 0.0, "problems": []}
+
+
+def reset_statistics() -> None:
+    """Start counting anew (a grading worker does so for each submission)."""
+    _statistics.update(cell_seconds=0.0, problems=[])
+
+
+def statistics() -> dict:
+    """Seconds spent running cells, and why execution stopped early (one line per notebook it did), since the reset."""
+    return {"cell_seconds": _statistics["cell_seconds"], "problems": list(_statistics["problems"])}
+
+
+def set_interruption_source(source: Callable[[], str | None]) -> None:
+    """Where to learn why the kernel was killed from outside (the watchdog's verdict), if it was."""
+    global _interruption_source
+    _interruption_source = source
+
+
+def _output_size(msg: dict[str, Any]) -> int:
+    content = msg.get("content", {})
+    size = len(content.get("text", ""))
+    for value in content.get("data", {}).values():
+        size += len(value) if isinstance(value, str) else len(str(value))
+    return size + sum(len(line) for line in content.get("traceback", []))
+
+
+def _exit_description(code: int | None) -> str:
+    if code is None:
+        return "the kernel died"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        crash = " (a segmentation fault)" if name == "SIGSEGV" else ""
+        return f"the kernel was killed by {name}{crash}"
+    return f"the kernel exited with code {code} (os._exit, exit() or quit() in the notebook?)"
+
+
+class ResilientExecute(Execute):
+    """Execute, keeping the results of the cells that ran when the kernel dies or is killed."""
+
+    max_output_bytes = Integer(
+        2_000_000, help="Output a single cell may produce; more is dropped with a note (-1: no limit)."
+    ).tag(config=True)
+
+    working_directory = Unicode(
+        "", help="Run the kernel here, with a copy of the files beside the notebook, instead of beside the "
+                 "notebook: the folder nbgrader writes the graded notebook to stays out of the kernel's reach."
+    ).tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple[NotebookNode, Any]:
+        self._running_cell = -1
+        self._output_bytes: dict[int, int] = {}
+        self._exit_code: int | None = None
+        if self.working_directory and isinstance(resources, dict):
+            beside = Path(resources.get("metadata", {}).get("path") or ".")
+            shutil.copytree(beside, self.working_directory, dirs_exist_ok=True, symlinks=True,
+                            ignore=shutil.ignore_patterns("*.ipynb"))
+            resources.setdefault("metadata", {})["path"] = self.working_directory
+        try:
+            return super().preprocess(nb, resources, km)
+        except Exception as error:  # noqa: BLE001 - whatever stopped the kernel, grade what ran
+            reason = _interruption_source() or self._describe(error)
+            self._close_unfinished_cells(nb, reason)
+            _statistics["problems"].append(reason)
+            self.log.warning("Execution stopped in cell %d: %s", self._running_cell, reason)
+            return nb, resources
+
+    def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> tuple[NotebookNode, Any]:
+        self._running_cell = index
+        started = time.perf_counter()
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except Exception:
+            self._exit_code = self._kernel_exit_code()
+            raise
+        finally:
+            _statistics["cell_seconds"] += time.perf_counter() - started
+
+    def _kernel_exit_code(self) -> int | None:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return None if process is None else process.poll()
+
+    def _describe(self, error: Exception) -> str:
+        if type(error).__name__ == "DeadKernelError":
+            return _exit_description(self._exit_code)
+        return f"execution failed: {type(error).__name__}: {error}"[:500]
+
+    def _close_unfinished_cells(self, nb: NotebookNode, reason: str) -> None:
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or index < self._running_cell:
+                continue
+            if index == self._running_cell:
+                error = new_output("error", ename=KERNEL_STOPPED, evalue=reason,
+                                   traceback=[f"{KERNEL_STOPPED}: {reason}"])
+                cell.outputs.append(error)
+            else:
+                cell.outputs = [new_output("error", ename=NOT_RUN, evalue=f"not run: {reason}",
+                                           traceback=[f"{NOT_RUN}: this cell did not run, because {reason}"])]
+
+    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
+               cell_index: int) -> NotebookNode | None:
+        if self.max_output_bytes < 0 or msg.get("msg_type") == "error":
+            return super().output(outs, msg, display_id, cell_index)
+        used = self._output_bytes.get(cell_index, 0)
+        if used > self.max_output_bytes:
+            return None
+        used += _output_size(msg)
+        self._output_bytes[cell_index] = used
+        if used > self.max_output_bytes:
+            note = new_output("stream", name="stdout",
+                              text=f"\n[grader: output beyond {self.max_output_bytes} characters was dropped]\n")
+            outs.append(note)
+            return None
+        return super().output(outs, msg, display_id, cell_index)
