@@ -272,21 +272,27 @@ def grade_class(
     scratch = Path(tempfile.mkdtemp(prefix="cml-grade-"))
     scratch.chmod(0o711)
     try:
-        template = scratch / "template.db"
+        (scratch / "template").mkdir(mode=0o700)
+        template = scratch / "template" / "gradebook.db"
         shutil.copy(workdir / "gradebook.db", template)
         template.chmod(0o600)
+        jobs = _plan(workdir, assignments)
+        workers = min(workers, max(1, len(jobs)))
+        # Made now, so that each kernel's view of the file system can cover the other workers' folders.
+        worker_dirs = [scratch / f"worker-{index}" for index in range(workers)]
+        for folder in worker_dirs:
+            folder.mkdir(mode=0o711)
         uid_base = SANDBOX_UID_BASE if sandbox and os.geteuid() == 0 else None
         if uid_base is not None and not _unprivileged_user_works(uid_base):
             copy_notes.append("kernels run as the grader's user: an unprivileged user cannot read the Python "
                               "environment")
             uid_base = None
         hidden = [workdir, submissions.resolve(), course.source, course.root / "tests", course.root / "examples",
-                  course.root / ".authoring"]
+                  course.root / ".authoring", scratch / "template", *worker_dirs]
         settings = WorkerSettings(course=str(workdir), template_db=str(template), scratch=str(scratch),
                                   kernelspecs=str(write_kernelspec(scratch / "jupyter")), limits=limits,
                                   sandbox=sandbox, uid_base=uid_base,
                                   hidden_paths=tuple(str(path) for path in hidden if sandbox and path.is_dir()))
-        jobs = _plan(workdir, assignments)
         outcomes: list[Outcome] = []
         bar = tqdm(total=len(jobs), unit="submission", disable=not progress, dynamic_ncols=True)
 
@@ -299,7 +305,7 @@ def grade_class(
             bar.set_postfix_str(f"{outcome.student}/{outcome.assignment}: {outcome.status}", refresh=False)
             bar.update()
 
-        pool = _WorkerPool(min(workers, max(1, len(jobs))), settings)
+        pool = _WorkerPool(workers, settings)
         try:
             pool.run(jobs, record)
         finally:

@@ -58,6 +58,10 @@ def _output_size(msg: dict[str, Any]) -> int:
     return size + sum(len(line) for line in content.get("traceback", []))
 
 
+def _cell_name(cell: NotebookNode, index: int) -> str:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {index + 1}"
+
+
 def _exit_description(code: int | None) -> str:
     if code is None:
         return "the kernel died"
@@ -95,7 +99,7 @@ class ResilientExecute(Execute):
         try:
             return super().preprocess(nb, resources, km)
         except Exception as error:  # noqa: BLE001 - whatever stopped the kernel, grade what ran
-            reason = _interruption_source() or self._describe(error)
+            reason = _interruption_source() or self._describe(error, nb)
             self._close_unfinished_cells(nb, reason)
             _statistics["problems"].append(reason)
             self.log.warning("Execution stopped in cell %d: %s", self._running_cell, reason)
@@ -112,14 +116,28 @@ class ResilientExecute(Execute):
         finally:
             _statistics["cell_seconds"] += time.perf_counter() - started
 
+    def on_cell_executed(self, **kwargs: Any) -> None:
+        super().on_cell_executed(**kwargs)
+        reply = kwargs["execute_reply"]["content"]
+        if reply.get("status") != "error":
+            return
+        where = _cell_name(kwargs["cell"], kwargs["cell_index"])
+        if reply.get("ename") == self.error_on_timeout.get("ename"):
+            _statistics["problems"].append(f"{where} ran longer than {self.timeout} s and was interrupted")
+        elif reply.get("ename") in ("SystemExit", "KeyboardInterrupt"):
+            _statistics["problems"].append(f"{where} raised {reply['ename']}: the rest of that cell did not run")
+
     def _kernel_exit_code(self) -> int | None:
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
         return None if process is None else process.poll()
 
-    def _describe(self, error: Exception) -> str:
+    def _describe(self, error: Exception, nb: NotebookNode) -> str:
         if type(error).__name__ == "DeadKernelError":
             return _exit_description(self._exit_code)
-        return f"execution failed: {type(error).__name__}: {error}"[:500]
+        if type(error).__name__ == "CellTimeoutError" and 0 <= self._running_cell < len(nb.cells):
+            return (f"{_cell_name(nb.cells[self._running_cell], self._running_cell)} ran longer than "
+                    f"{self.timeout} s and did not stop when interrupted")
+        return f"execution failed: {type(error).__name__}: {str(error)[:300]}"
 
     def _close_unfinished_cells(self, nb: NotebookNode, reason: str) -> None:
         for index, cell in enumerate(nb.cells):

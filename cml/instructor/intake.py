@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,14 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from cml.instructor.notebooks import cell_kind, grade_id
+from cml.instructor.notebooks import HIDDEN_MARKERS, cell_kind, grade_id
 
 __all__ = ["IntakeReport", "prepare_submission", "repair_notebook", "MAX_NOTEBOOK_BYTES"]
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 _GRADING_KEYS = ("grade_id", "grade", "solution", "locked", "task", "points")
+_HIDDEN_BLOCK = re.compile(
+    rf"^[ \t]*{re.escape(HIDDEN_MARKERS[0])}.*?^[ \t]*{re.escape(HIDDEN_MARKERS[1])}[^\n]*\n?", re.MULTILINE | re.DOTALL)
 UNANSWERED_STUB = 'raise NotImplementedError("this answer cell was deleted from the submission")'
 
 
@@ -81,7 +84,9 @@ def _read(path: Path, report: IntakeReport) -> NotebookNode | None:
         problem = f"it is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB"
     else:
         try:
-            notebook = nbformat.reads(path.read_text(errors="replace"), as_version=4)
+            text = path.read_text(errors="replace")
+            json.loads(text)
+            notebook = nbformat.reads(text, as_version=4)
             if not isinstance(notebook.get("cells"), list):
                 raise ValueError("it has no list of cells")
             return notebook
@@ -114,6 +119,12 @@ def _unanswered(source_cell: NotebookNode) -> NotebookNode:
     else:
         cell.source = ""
     return cell
+
+
+def _visible(source: str) -> str:
+    """A locked cell as the student received it: without hidden tests, blank lines and trailing spaces."""
+    released = _HIDDEN_BLOCK.sub("", source)
+    return "\n".join(line.rstrip() for line in released.splitlines() if line.strip())
 
 
 def _grading(cell: NotebookNode) -> dict[str, object]:
@@ -153,6 +164,9 @@ def repair_notebook(submitted: NotebookNode, source: NotebookNode) -> tuple[Note
             else:
                 cell.pop("outputs", None)
                 cell.pop("execution_count", None)
+        if cell_kind(wanted) in ("tests", "readonly") and _visible(cell.source) != _visible(wanted.source):
+            notes.append(f"The locked cell {identifier!r} had been edited; the original was used.")
+            cell.source = wanted.source
         current = identifier
         segments[identifier] = [cell]
     present_order = [identifier for identifier in segments]

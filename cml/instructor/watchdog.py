@@ -40,11 +40,22 @@ def _reap_zombies() -> None:
             return
 
 
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def kill_descendants(uid: int | None = None) -> int:
-    """SIGKILL every process below this one (and, if given, every process of user ``uid``); returns how many."""
+    """SIGKILL every process below this one (and, if given, every process of user ``uid``) and reap them.
+
+    Returns how many were still running (zombies waiting to be reaped do not count).
+    """
     victims = psutil.Process().children(recursive=True)
     if uid is not None and uid != os.getuid():
         victims += [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+    running = {process.pid for process in victims if _running(process)}
     for process in victims:
         try:
             process.kill()
@@ -52,7 +63,7 @@ def kill_descendants(uid: int | None = None) -> int:
             pass
     psutil.wait_procs(victims, timeout=5)
     _reap_zombies()
-    return len({process.pid for process in victims})
+    return len(running)
 
 
 class KernelWatchdog:

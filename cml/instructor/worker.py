@@ -100,10 +100,12 @@ class Outcome:
 
 def _private_course(settings: WorkerSettings, private: Path, job: Job) -> Path:
     """A fresh nbgrader course with this submission only; folders the kernel must not read are root-only."""
-    if private.exists():
-        shutil.rmtree(private)
+    # Emptied, not replaced: other kernels' views cover this very folder, and would see a new one.
+    private.mkdir(parents=True, exist_ok=True)
+    for entry in private.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     course = private / "course"
-    course.mkdir(parents=True)
+    course.mkdir()
     for folder in (private, course):
         folder.chmod(0o711)
     shutil.copy(Path(settings.course) / CONFIG_FILE, course / CONFIG_FILE)
@@ -136,6 +138,12 @@ def _kernel_home(private: Path, worker: int, settings: WorkerSettings) -> tuple[
         "IPYTHONDIR": str(home / ".ipython"),
     }
     return home, environment
+
+
+def _hidden_paths(settings: WorkerSettings, private: Path) -> list[str]:
+    """Everything of the grader's the kernel must not see: the class's folders, the other workers' folders,
+    and this worker's private course (sources with hidden tests, the gradebook copy)."""
+    return [path for path in settings.hidden_paths if path != str(private)] + [str(private / "course")]
 
 
 def _nbgrader_config(settings: WorkerSettings, course: Path, home: Path, job: Job) -> Config:
@@ -241,7 +249,7 @@ def grade_submission(job: Job, settings: WorkerSettings, worker: int) -> Outcome
             return outcome
         home, environment = _kernel_home(private, worker, settings)
         policy = SandboxPolicy(home=str(home), uid=uid, environment=environment,
-                               hidden_paths=list(settings.hidden_paths), report=str(private / "isolation-gaps.txt"))
+                               hidden_paths=_hidden_paths(settings, private), report=str(private / "isolation-gaps.txt"))
         policy.save(private / "policy.json")
         os.environ[POLICY_VARIABLE] = str(private / "policy.json")
         config = _nbgrader_config(settings, course, home, job)
