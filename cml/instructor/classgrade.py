@@ -18,14 +18,17 @@ import csv
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -154,16 +157,31 @@ class _WorkerPool:
         slot.process.join(timeout=5)
         self.slots[slot.index] = self._start(slot.index)
 
-    def run(self, jobs: list[Job], on_outcome) -> None:
-        pending = deque(jobs)
+    def run(self, feed: queue.Queue, on_outcome: Callable[[Outcome], None]) -> None:
+        """Grade the jobs that arrive on ``feed`` (lists of jobs or of ready outcomes, then ``None``) and pass
+        on each outcome."""
+        pending: deque[Job] = deque()
+        fed = False
         deadline = self.settings.limits.time_limit + _GRACE_SECONDS
-        while pending or any(slot.job for slot in self.slots):
+        while not fed or pending or any(slot.job for slot in self.slots):
+            while not fed:
+                try:
+                    batch = feed.get(timeout=0.2) if not pending and not any(s.job for s in self.slots) \
+                        else feed.get_nowait()
+                except queue.Empty:
+                    break
+                if batch is None:
+                    fed = True
+                for item in batch or []:
+                    on_outcome(item) if isinstance(item, Outcome) else pending.append(item)
             for slot in self.slots:
                 if slot.job is None and pending:
                     slot.job, slot.started = pending.popleft(), time.monotonic()
                     slot.connection.send(slot.job)
             busy = [slot for slot in self.slots if slot.job]
-            wait([s.connection for s in busy] + [s.process.sentinel for s in busy], timeout=1.0)
+            if not busy:
+                continue
+            wait([s.connection for s in busy] + [s.process.sentinel for s in busy], timeout=0.5)
             for slot in busy:
                 outcome = None
                 if slot.connection.poll():
@@ -210,6 +228,60 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(processes, timeout=5)
 
 
+class _GradebookWriter:
+    """The one writer of the class gradebook. It is built by ``generate_assignment`` in a separate file while
+    grading starts; grades that arrive before it is complete wait, then go in one by one."""
+
+    def __init__(self, database: Path, building: Path) -> None:
+        self.database, self.building = database, building
+        self.ready = threading.Event()
+        self.waiting: list[Outcome] = []
+
+    def merge(self, outcome: Outcome) -> None:
+        if outcome.payload:
+            self.waiting.append(outcome)
+        if self.ready.is_set():
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.ready.is_set() or not self.waiting:
+            return
+        with Gradebook(f"sqlite:///{self.database}") as gradebook:
+            for outcome in self.waiting:
+                merge_submission(gradebook, outcome.student, outcome.assignment, outcome.payload,
+                                 flagged=outcome.status != "graded")
+        self.waiting.clear()
+
+    def publish(self) -> None:
+        """Called once every assignment is generated: the built gradebook becomes the class gradebook."""
+        shutil.copy(self.building, self.database)
+        self.ready.set()
+
+
+def _generate_assignments(workdir: Path, assignments: list[str], templates: Path, jobs: list[Job],
+                          feed: queue.Queue, writer: _GradebookWriter) -> None:
+    """``nbgrader generate_assignment`` for each assignment, feeding its jobs to the pool once it is done
+    (or their failed outcomes, if it fails)."""
+    building = templates / "building.db"
+    try:
+        for assignment in assignments:
+            mine = [job for job in jobs if job.assignment == assignment]
+            try:
+                run_nbgrader(["generate_assignment", assignment, "--force", "--db", f"sqlite:///{building}"],
+                             workdir, log=workdir / "grading.log")
+            except RuntimeError as error:
+                why = f"nbgrader generate_assignment failed: {str(error).splitlines()[0]}"
+                feed.put([Outcome(job.student, job.assignment, status="failed", notes=[why]) for job in mine])
+                continue
+            shutil.copy(building, templates / f"{assignment}.db")
+            (templates / f"{assignment}.db").chmod(0o600)
+            feed.put(mine)
+    finally:
+        if building.exists():
+            writer.publish()
+        feed.put(None)
+
+
 def _total(outcome: Outcome, key: str) -> float:
     """Sum of ``key`` over the autograded (code) grade cells, as nbgrader's ``code_score`` counts them."""
     return sum(grade[key] or 0.0 for notebook in outcome.payload.get("notebooks", [])
@@ -239,6 +311,7 @@ def _write_reports(run_dir: Path, outcomes: list[Outcome], summary: dict) -> tup
         writer.writeheader()
         writer.writerows(rows)
     details = [{**row, "notes": outcome.notes, "isolation_gaps": outcome.isolation_gaps, "worker": outcome.worker,
+                "phases": {name: round(seconds, 3) for name, seconds in outcome.phases.items()},
                 "cells": [{"notebook": notebook["name"], **grade} for notebook in outcome.payload.get("notebooks", [])
                           for grade in notebook["grades"]]}
                for row, outcome in zip(rows, outcomes)]
@@ -265,19 +338,14 @@ def grade_class(
     prepare_workdir(course, workdir, assignments)
     workdir.chmod(0o700)
     copy_notes = copy_submissions(submissions, workdir / "submitted")
-    database = f"sqlite:///{workdir}/gradebook.db"
-    for assignment in assignments:
-        run_nbgrader(["generate_assignment", assignment, "--force", "--db", database], workdir,
-                     log=workdir / "grading.log")
+    jobs = _plan(workdir, assignments)
+    workers = min(workers, max(1, len(jobs)))
     scratch = Path(tempfile.mkdtemp(prefix="cml-grade-"))
     scratch.chmod(0o711)
+    outcomes: list[Outcome] = []
     try:
-        (scratch / "template").mkdir(mode=0o700)
-        template = scratch / "template" / "gradebook.db"
-        shutil.copy(workdir / "gradebook.db", template)
-        template.chmod(0o600)
-        jobs = _plan(workdir, assignments)
-        workers = min(workers, max(1, len(jobs)))
+        templates = scratch / "template"
+        templates.mkdir(mode=0o700)
         # Made now, so that each kernel's view of the file system can cover the other workers' folders.
         worker_dirs = [scratch / f"worker-{index}" for index in range(workers)]
         for folder in worker_dirs:
@@ -288,29 +356,34 @@ def grade_class(
                               "environment")
             uid_base = None
         hidden = [workdir, submissions.resolve(), course.source, course.root / "tests", course.root / "examples",
-                  course.root / ".authoring", scratch / "template", *worker_dirs]
-        settings = WorkerSettings(course=str(workdir), template_db=str(template), scratch=str(scratch),
+                  course.root / ".authoring", templates, *worker_dirs]
+        settings = WorkerSettings(course=str(workdir), templates=str(templates), scratch=str(scratch),
                                   kernelspecs=str(write_kernelspec(scratch / "jupyter")), limits=limits,
                                   sandbox=sandbox, uid_base=uid_base,
                                   hidden_paths=tuple(str(path) for path in hidden if sandbox and path.is_dir()))
-        outcomes: list[Outcome] = []
         bar = tqdm(total=len(jobs), unit="submission", disable=not progress, dynamic_ncols=True)
+        writer = _GradebookWriter(workdir / "gradebook.db", templates / "building.db")
+        feed: queue.Queue = queue.Queue()
 
         def record(outcome: Outcome) -> None:
-            if outcome.payload:
-                with Gradebook(database) as gradebook:
-                    merge_submission(gradebook, outcome.student, outcome.assignment, outcome.payload,
-                                     flagged=outcome.status != "graded")
+            writer.merge(outcome)
             outcomes.append(outcome)
             bar.set_postfix_str(f"{outcome.student}/{outcome.assignment}: {outcome.status}", refresh=False)
             bar.update()
 
+        # Workers start (and import nbgrader) while the assignments are generated; each assignment's
+        # submissions are handed out as soon as it is ready.
         pool = _WorkerPool(workers, settings)
+        generator = threading.Thread(target=_generate_assignments, daemon=True,
+                                     args=(workdir, assignments, templates, jobs, feed, writer))
+        generator.start()
         try:
-            pool.run(jobs, record)
+            pool.run(feed, record)
         finally:
             pool.close()
             bar.close()
+        generator.join()
+        writer.flush()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     outcomes.sort(key=lambda o: (o.assignment, o.student))

@@ -60,8 +60,9 @@ class Limits:
 class WorkerSettings:
     course: str
     """The class's nbgrader course folder (the grading workdir): ``source/``, ``submitted/``, config."""
-    template_db: str
-    """The gradebook right after ``generate_assignment``: every private course starts from a copy."""
+    templates: str
+    """A folder of gradebooks right after ``generate_assignment``, ``<assignment>.db``: every private course
+    starts from a copy of its assignment's."""
     scratch: str
     """A root-only folder for the private courses (one subfolder per worker)."""
     kernelspecs: str
@@ -94,6 +95,8 @@ class Outcome:
     """Time spent running cells (the part of ``seconds`` that plain execution would cost as well)."""
     peak_memory_mb: float = 0.0
     isolation_gaps: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each step: ``prepare``, ``autograde`` (nbgrader, with execution), ``feedback``, ``collect``."""
     payload: dict = field(default_factory=dict)
     worker: int = -1
 
@@ -109,7 +112,7 @@ def _private_course(settings: WorkerSettings, private: Path, job: Job) -> Path:
     for folder in (private, course):
         folder.chmod(0o711)
     shutil.copy(Path(settings.course) / CONFIG_FILE, course / CONFIG_FILE)
-    shutil.copy(settings.template_db, course / "gradebook.db")
+    shutil.copy(Path(settings.templates) / f"{job.assignment}.db", course / "gradebook.db")
     (course / "gradebook.db").chmod(0o600)
     shutil.copytree(Path(settings.course) / "source" / job.assignment, course / "source" / job.assignment)
     (course / "source").chmod(0o700)
@@ -254,6 +257,7 @@ def grade_submission(job: Job, settings: WorkerSettings, worker: int) -> Outcome
         os.environ[POLICY_VARIABLE] = str(private / "policy.json")
         config = _nbgrader_config(settings, course, home, job)
         coursedir = CourseDirectory(config=config)
+        outcome.phases["prepare"] = time.perf_counter() - started
         with KernelWatchdog(settings.limits.memory_mb * 2**20, settings.limits.time_limit, uid=uid) as watchdog:
             execution.set_interruption_source(lambda: watchdog.verdict)
             execution.reset_statistics()
@@ -265,9 +269,12 @@ def grade_submission(job: Job, settings: WorkerSettings, worker: int) -> Outcome
             outcome.notes.append(f"{watchdog.leftover_processes} process(es) the notebook left running were killed.")
         gaps = private / "isolation-gaps.txt"
         outcome.isolation_gaps = gaps.read_text().splitlines() if gaps.exists() else []
+        outcome.phases["autograde"] = time.perf_counter() - started - outcome.phases["prepare"]
         GenerateFeedback(coursedir=coursedir, config=config).start()
+        outcome.phases["feedback"] = time.perf_counter() - started - sum(outcome.phases.values())
         outcome.payload = submission_payload(course / "gradebook.db", job)
         _copy_results(course, settings, job)
+        outcome.phases["collect"] = time.perf_counter() - started - sum(outcome.phases.values())
         if outcome.notes:
             outcome.status = "flagged"
     except Exception as error:  # noqa: BLE001 - one submission's failure must not stop the class

@@ -1,0 +1,244 @@
+"""Benchmark: a synthetic class graded by plain ``nbgrader autograde`` and by ``cml-course grade``, in one run.
+
+    python benchmarks/class_grading.py [--students 40] [--assignments 01_neuron ...] [--workers N]
+                                       [--cell-timeout 30] [--out DIR]
+
+The class: every student hands in every assignment; student ``i`` is, in turn, correct (the reference
+solution or a correct alternative from ``tests/submissions``), blank, half-done (the second half of the
+answers left as released), buggy (a wrong answer from ``tests/submissions``, a different one for each
+student where there are enough) or hostile (an infinite loop, ``os._exit``, a segfault, a 2.5 GB
+allocation, or a background process, each in a cell of its own in the middle of a correct notebook).
+
+Both graders get the same course, submissions, per-cell timeout and kernel environment:
+
+* plain nbgrader: ``nbgrader generate_assignment`` then ``nbgrader autograde`` for each assignment, one
+  notebook after another, as its documentation says (and ``generate_feedback``, timed separately);
+* ``cml-course grade``: the same steps, with N workers, including feedback.
+
+Printed: submissions per minute of each and their ratio; the per-notebook overhead beyond the notebook's
+own execution (wall time per notebook minus the summed cell run times nbclient records in each graded
+notebook); and every submission whose score differs between the two (none may, except hostile ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import nbformat
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cml.instructor.autograde import prepare_workdir, read_grades  # noqa: E402
+from cml.instructor.classgrade import default_workers, grade_class  # noqa: E402
+from cml.instructor.grader import GRADING_ENVIRONMENT  # noqa: E402
+from cml.instructor.notebooks import Course, cell_kind  # noqa: E402
+from cml.instructor.release import run_nbgrader  # noqa: E402
+from cml.instructor.submissions import Case, build_submission, load_cases  # noqa: E402
+from cml.instructor.worker import Limits  # noqa: E402
+
+KINDS = ("correct", "blank", "half", "buggy", "correct", "hostile", "buggy", "half", "correct", "buggy")
+"""Student ``i`` hands in ``KINDS[i % 10]`` for every assignment: 3 correct, 3 buggy, 2 half-done, 1 blank and
+1 hostile in every 10."""
+BACKGROUND_MARKER = "cml-benchmark-background"
+HOSTILE_CELLS = (
+    "while True:\n    pass",
+    "import os\nos._exit(1)",
+    "import ctypes\nctypes.string_at(0)",
+    "hog = bytearray(int(2.5 * 2**30))\ndel hog",
+    f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(900)', "
+    f"'{BACKGROUND_MARKER}'], start_new_session=True)",
+)
+
+
+def _cases(assignment: str) -> tuple[list[Case], list[Case]]:
+    """Correct alternatives and wrong answers described for ``assignment`` (suite and more/)."""
+    folder = REPO / "tests" / "submissions" / assignment
+    cases = load_cases(folder, assignment) + (load_cases(folder / "more", assignment) if (folder / "more").is_dir()
+                                              else [])
+    return [c for c in cases if c.lose == ()], [c for c in cases if c.lose]
+
+
+def _notebook(course: Course, assignment: str, case: Case):
+    source_path = course.notebooks(assignment)[0]
+    release_path = course.release / assignment / source_path.name
+    return build_submission(case, course.read(source_path), course.read(release_path)), source_path.name
+
+
+def _half_done(notebook):
+    answers = [cell for cell in notebook.cells if cell_kind(cell) == "solution"]
+    for cell in answers[len(answers) // 2:]:
+        cell.source = "# YOUR CODE HERE\nraise NotImplementedError()"
+    return notebook
+
+
+def _hostile(notebook, number: int):
+    hostile = copy.deepcopy(notebook)
+    answers = [index for index, cell in enumerate(hostile.cells) if cell_kind(cell) == "solution"]
+    position = answers[len(answers) // 2]
+    hostile.cells.insert(position, nbformat.v4.new_code_cell(HOSTILE_CELLS[number % len(HOSTILE_CELLS)]))
+    return hostile
+
+
+def build_class(course: Course, assignments: list[str], students: int, target: Path) -> dict[tuple[str, str], str]:
+    """Write ``target/<student>/<assignment>/``; returns the kind of each (student, assignment)."""
+    kinds = {}
+    for assignment in assignments:
+        correct, wrong = _cases(assignment)
+        solution = Case("solution", assignment, "the reference solution", lose=())
+        blank = Case("blank", assignment, "nothing answered", base="release", lose=("*",))
+        for index in range(students):
+            student = f"student{index + 1:02d}"
+            kind = KINDS[index % len(KINDS)]
+            if kind == "correct":
+                case = ([solution] + correct)[(index // len(KINDS)) % (len(correct) + 1)]
+            elif kind == "buggy":
+                case = wrong[(index * 7) % len(wrong)]
+            elif kind == "blank":
+                case = blank
+            else:
+                case = solution
+            notebook, name = _notebook(course, assignment, case)
+            if kind == "half":
+                notebook = _half_done(notebook)
+            elif kind == "hostile":
+                notebook = _hostile(notebook, index // len(KINDS) + assignments.index(assignment))
+            folder = target / student / assignment
+            folder.mkdir(parents=True)
+            nbformat.write(notebook, folder / name)
+            kinds[(student, assignment)] = kind
+    return kinds
+
+
+def _execution_seconds(workdir: Path) -> dict[tuple[str, str], float]:
+    """Summed cell run times (nbclient's timing metadata) of every graded notebook under ``workdir/autograded``."""
+    seconds = {}
+    for path in (workdir / "autograded").glob("*/*/*.ipynb"):
+        total = 0.0
+        for cell in json.loads(path.read_text())["cells"]:
+            timing = cell.get("metadata", {}).get("execution", {})
+            if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+                start, end = (datetime.fromisoformat(timing[key].replace("Z", "+00:00"))
+                              for key in ("iopub.execute_input", "shell.execute_reply"))
+                total += (end - start).total_seconds()
+        key = (path.parents[1].name, path.parent.name)
+        seconds[key] = seconds.get(key, 0.0) + total
+    return seconds
+
+
+def _kill_leftovers() -> int:
+    """Plain nbgrader leaves the hostile background processes running; the benchmark cleans up after it."""
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if BACKGROUND_MARKER in " ".join(p.info["cmdline"] or [])]
+    for process in leftovers:
+        process.kill()
+    return len(leftovers)
+
+
+def run_plain_nbgrader(course: Course, submitted: Path, workdir: Path, assignments: list[str],
+                       cell_timeout: int) -> dict[str, float]:
+    prepare_workdir(course, workdir, assignments)
+    shutil.copytree(submitted, workdir / "submitted")
+    database = f"sqlite:///{workdir}/gradebook.db"
+    timeout = [f"--Execute.timeout={cell_timeout}"]
+    times = {"generate_assignment": 0.0, "autograde": 0.0, "generate_feedback": 0.0}
+    for assignment in assignments:
+        for step, extra in (("generate_assignment", []), ("autograde", ["--create"] + timeout),
+                            ("generate_feedback", [])):
+            started = time.perf_counter()
+            try:
+                run_nbgrader([step, assignment, "--force", "--db", database, *extra], workdir,
+                             log=workdir / "grading.log", environment=GRADING_ENVIRONMENT)
+            except RuntimeError as error:  # nbgrader exits non-zero when a submission failed; the rest are graded
+                print(f"  nbgrader {step} {assignment}: {str(error).splitlines()[0]}")
+            times[step] += time.perf_counter() - started
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--students", type=int, default=40)
+    parser.add_argument("--assignments", nargs="*", help="default: all")
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--cell-timeout", type=int, default=30, help="seconds per cell, for both graders")
+    parser.add_argument("--skip-plain", action="store_true", help="only the new command")
+    parser.add_argument("--out", type=Path, help="keep the class and both course folders here")
+    arguments = parser.parse_args(argv)
+    course = Course(REPO)
+    assignments = arguments.assignments or course.assignments()
+    root = arguments.out or Path(tempfile.mkdtemp(prefix="cml-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    class_folder = root / "class"
+    if class_folder.exists():
+        shutil.rmtree(class_folder)
+    kinds = build_class(course, assignments, arguments.students, class_folder)
+    count = len(kinds)
+    print(f"synthetic class: {arguments.students} students x {len(assignments)} assignments = {count} submissions "
+          f"({', '.join(f'{k}: {list(kinds.values()).count(k)}' for k in dict.fromkeys(KINDS))}); "
+          f"{os.cpu_count()} cores; cell timeout {arguments.cell_timeout} s")
+
+    plain_scores, plain = {}, {}
+    if not arguments.skip_plain:
+        plain = run_plain_nbgrader(course, class_folder, root / "plain", assignments, arguments.cell_timeout)
+        left = _kill_leftovers()
+        plain_scores = {(row.student, row.assignment): row.code_score for row in read_grades(
+            f"sqlite:///{root / 'plain' / 'gradebook.db'}", assignments)}
+        plain_exec = _execution_seconds(root / "plain")
+        autograde_rate = 60 * count / (plain["generate_assignment"] + plain["autograde"])
+        overhead = plain["autograde"] / count - statistics.fmean(plain_exec.values())
+        print(f"\nplain nbgrader: generate_assignment {plain['generate_assignment']:.1f} s, autograde "
+              f"{plain['autograde']:.1f} s, generate_feedback {plain['generate_feedback']:.1f} s; "
+              f"{len(plain_scores)}/{count} submissions got a grade; {left} background processes were still running")
+        print(f"  {autograde_rate:.2f} submissions per minute (generate_assignment + autograde), "
+              f"{60 * count / sum(plain.values()):.2f} with feedback")
+        print(f"  per-notebook overhead beyond execution: {overhead:.2f} s "
+              f"(autograde time per notebook {plain['autograde'] / count:.2f} s, "
+              f"own execution {statistics.fmean(plain_exec.values()):.2f} s)")
+
+    limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=max(600, 10 * arguments.cell_timeout),
+                    memory_mb=2048)
+    run = grade_class(course, class_folder, root / "parallel", assignments, workers=arguments.workers,
+                      limits=limits, progress=sys.stderr.isatty())
+    ours_exec = _execution_seconds(root / "parallel")
+    per_job = [o.seconds - ours_exec.get((o.student, o.assignment), 0.0) for o in run.outcomes]
+    statuses = {status: sum(o.status == status for o in run.outcomes) for status in ("graded", "flagged", "failed")}
+    print(f"\ncml-course grade ({run.workers} workers, with feedback): {run.seconds:.1f} s, "
+          f"{run.submissions_per_minute():.2f} submissions per minute; {statuses}")
+    print(f"  per-notebook overhead beyond execution: {statistics.fmean(per_job):.2f} s per submission in its "
+          f"worker (median {statistics.median(per_job):.2f} s; own execution {statistics.fmean(ours_exec.values()):.2f} s)")
+    print(f"  report: {run.csv_report}")
+
+    if plain:
+        ratio = run.submissions_per_minute() / autograde_rate
+        with_feedback = run.submissions_per_minute() / (60 * count / sum(plain.values()))
+        print(f"\nspeed-up: {ratio:.2f}x over plain generate_assignment + autograde; "
+              f"{with_feedback:.2f}x over plain nbgrader with feedback as well")
+        ours = {(o.student, o.assignment): _score(o) for o in run.outcomes}
+        differ = [(key, plain_scores.get(key), ours[key], kinds[key]) for key in sorted(kinds)
+                  if plain_scores.get(key) != ours.get(key)]
+        benign = [d for d in differ if d[3] != "hostile"]
+        print(f"scores: {count - len(differ)}/{count} identical; "
+              f"{len(benign)} differences on non-hostile submissions")
+        for key, before, after, kind in differ:
+            print(f"  {key[0]}/{key[1]} ({kind}): plain nbgrader {before}, cml-course grade {after}")
+        return 1 if benign else 0
+    return 0
+
+
+def _score(outcome) -> float:
+    return sum(grade["auto_score"] or 0.0 for notebook in outcome.payload.get("notebooks", [])
+               for grade in notebook["grades"] if grade["cell_type"] == "code")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
