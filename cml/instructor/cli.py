@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from cml.instructor import cases as cases_module
-from cml.instructor.autograde import GradeRow, autograde, format_table, write_csv
+from cml.instructor.autograde import GradeRow, autograde, format_table, read_grades, write_csv
 from cml.instructor.cases import expectation_failures
 from cml.instructor.classgrade import default_workers, format_outcomes, grade_class
 from cml.instructor.grader import NotebookGrade
@@ -145,7 +145,7 @@ def command_grade(arguments: argparse.Namespace) -> int:
 
 
 def command_demo(arguments: argparse.Namespace) -> int:
-    """Check the release, autograde the bundled examples, and verify the reference and blank students."""
+    """Check the release, grade the bundled examples in parallel, and verify what each example student gets."""
     course = _course(arguments)
     print("== release: fresh nbgrader build vs release/, leak check")
     release_ok = _check_release(course)
@@ -153,9 +153,18 @@ def command_demo(arguments: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="cml-examples-") as submitted:
         examples = write_examples(course, Path(submitted))
         students = sorted({case.name for case in examples})
-        print(f"\n== autograding the example students ({', '.join(students)}) with nbgrader")
-        rows = _grade_and_report(course, Path(submitted), workdir, None)
+        print(f"\n== grading the example students ({', '.join(students)}) with nbgrader, "
+              f"{default_workers()} workers, sandboxed")
+        run = grade_class(course, Path(submitted), workdir, progress=sys.stderr.isatty())
+    rows = read_grades(f"sqlite:///{workdir / 'gradebook.db'}", course.assignments())
+    write_csv(rows, workdir / "grades.csv")
+    print(format_table(rows))
+    print(f"\ngraded {len(run.outcomes)} submissions in {run.seconds:.1f} s with {run.workers} workers; "
+          f"CSV: {workdir / 'grades.csv'}; report: {run.json_report}; feedback: {workdir / 'feedback'}; "
+          f"gradebook: {workdir / 'gradebook.db'}")
     expectations = example_problems(examples, rows)
+    expectations += [f"{o.student}/{o.assignment}: {o.status}: {' | '.join(o.notes)}"
+                     for o in run.outcomes if o.status != "graded"]
     for problem in expectations:
         print(f"PROBLEM {problem}")
     ok = release_ok and not expectations
