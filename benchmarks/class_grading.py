@@ -40,13 +40,13 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cml.instructor.autograde import prepare_workdir, read_grades  # noqa: E402
-from cml.instructor.classgrade import default_workers, grade_class  # noqa: E402
-from cml.instructor.grader import GRADING_ENVIRONMENT  # noqa: E402
-from cml.instructor.notebooks import Course, cell_kind  # noqa: E402
-from cml.instructor.release import run_nbgrader  # noqa: E402
-from cml.instructor.submissions import Case, build_submission, load_cases  # noqa: E402
-from cml.instructor.worker import Limits  # noqa: E402
+from cml.instructor.autograde import prepare_workdir, read_grades
+from cml.instructor.classgrade import default_workers, grade_class
+from cml.instructor.grader import GRADING_ENVIRONMENT
+from cml.instructor.notebooks import Course, cell_kind
+from cml.instructor.release import run_nbgrader
+from cml.instructor.submissions import Case, build_submission, load_cases
+from cml.instructor.worker import Limits
 
 KINDS = ("correct", "blank", "half", "buggy", "correct", "hostile", "buggy", "half", "correct", "buggy")
 """Student ``i`` hands in ``KINDS[i % 10]`` for every assignment: 3 correct, 3 buggy, 2 half-done, 1 blank and
@@ -57,8 +57,8 @@ HOSTILE_CELLS = (
     "import os\nos._exit(1)",
     "import ctypes\nctypes.string_at(0)",
     "hog = bytearray(int(2.5 * 2**30))\ndel hog",
-    f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(900)', "
-    f"'{BACKGROUND_MARKER}'], start_new_session=True)",
+    (f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(900)', "
+     f"'{BACKGROUND_MARKER}'], start_new_session=True)"),
 )
 
 

@@ -1,4 +1,5 @@
-"""The main job end to end: real ``nbgrader autograde`` of the bundled example submissions.
+"""The main job end to end: the bundled example submissions graded by ``cml-course grade`` (nbgrader's
+own autograde, in parallel sandboxed workers).
 
 Also checks that the in-process grader used for the test cases agrees with nbgrader, cell by cell.
 """

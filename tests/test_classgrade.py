@@ -19,9 +19,11 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell
 from nbgrader.api import Gradebook
+from probe_course import CORRECT, source_notebook, student_notebook
 
+from cml.instructor.autograde import autograde
 from cml.instructor.classgrade import grade_class
 from cml.instructor.feedback import HIDDEN_PLACEHOLDER
 from cml.instructor.notebooks import Course, grade_id
@@ -29,54 +31,7 @@ from cml.instructor.worker import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = f"cml-background-{uuid.uuid4().hex[:8]}"
-LIMITS = Limits(cell_timeout=5, time_limit=12, memory_mb=800, max_output_bytes=200_000)
-CORRECT = {
-    "answer_a": "def double(x):\n    return 2 * x",
-    "answer_b": "def triple(x):\n    return 3 * x",
-    "answer_c": "def square(x):\n    return x * x",
-}
-
-
-def _cell(kind: str, identifier: str, source: str, points: int = 0):
-    flags = {"solution": dict(solution=True, grade=False, locked=False),
-             "tests": dict(solution=False, grade=True, locked=True, points=points),
-             "readonly": dict(solution=False, grade=False, locked=True)}[kind]
-    cell = new_code_cell(source)
-    cell.metadata["nbgrader"] = {"grade_id": identifier, "schema_version": 3, **flags}
-    return cell
-
-
-def _solution(body: str) -> str:
-    header, _, rest = body.partition("\n")
-    return f"{header}\n    ### BEGIN SOLUTION\n{rest}\n    ### END SOLUTION"
-
-
-def source_notebook():
-    hidden = "### BEGIN HIDDEN TESTS\n{}\n### END HIDDEN TESTS"
-    return new_notebook(cells=[
-        new_markdown_cell("# A probe assignment"),
-        _cell("readonly", "setup", "import os, sys, time"),
-        _cell("solution", "answer_a", _solution(CORRECT["answer_a"])),
-        _cell("tests", "test_a", "assert double(2) == 4\n" + hidden.format('assert double(-3) == -6, "secret-a"'), 1),
-        _cell("solution", "answer_b", _solution(CORRECT["answer_b"])),
-        _cell("tests", "test_b", "assert triple(2) == 6\n" + hidden.format('assert triple(-1) == -3, "secret-b"'), 2),
-        _cell("solution", "answer_c", _solution(CORRECT["answer_c"])),
-        _cell("tests", "test_c", "assert square(3) == 9\n" + hidden.format('assert square(-2) == 4, "secret-c"'), 3),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-
-
-def student_notebook(**answers: str):
-    """The release version with the answers given (default: correct) and the hidden tests removed."""
-    notebook = source_notebook()
-    for cell in notebook.cells:
-        identifier = grade_id(cell)
-        if identifier in CORRECT:
-            cell.source = answers.get(identifier, CORRECT[identifier])
-        elif identifier and identifier.startswith("test_"):
-            cell.source = cell.source.split("### BEGIN HIDDEN TESTS")[0].rstrip()
-    return notebook
-
-
+LIMITS = Limits(cell_timeout=5, time_limit=15, memory_mb=800, max_output_bytes=200_000)
 def _hostile_b(code: str) -> str:
     return code + "\n" + CORRECT["answer_b"]
 
@@ -100,17 +55,32 @@ try:
     LEAKS.append("network")
 except OSError:
     pass
+# The other workers' private courses and the gradebook templates lie beside this kernel's folder.
+scratch = os.path.dirname(os.path.dirname(os.path.dirname(os.getcwd())))
+for folder, _, files in os.walk(scratch):
+    for name in files:
+        try:
+            open(os.path.join(folder, name), "rb").read(1)
+            if "/home/" not in os.path.join(folder, name):
+                LEAKS.append("read " + os.path.join(folder, name))
+        except OSError:
+            pass
 print(LEAKS)
 def double(x):
     return 2 * x if not LEAKS else -1'''
 
 
-def build_class(root: Path) -> tuple[Course, Path, Path]:
+def _probe_course(root: Path) -> tuple[Course, Path, Path]:
     course_root = root / "course"
     (course_root / "source" / "probe").mkdir(parents=True)
     shutil.copy(REPO / "nbgrader_config.py", course_root / "nbgrader_config.py")
     nbformat.write(source_notebook(), course_root / "source" / "probe" / "probe.ipynb")
-    submissions, workdir = root / "submitted", root / "work"
+    return Course(course_root), root / "submitted", root / "work"
+
+
+def build_class(root: Path) -> tuple[Course, Path, Path]:
+    course, submissions, workdir = _probe_course(root)
+    course_root = course.root
     paths = {"gradebook": workdir / "gradebook.db", "other": submissions / "ok" / "probe" / "probe.ipynb",
              "source": course_root / "source" / "probe" / "probe.ipynb"}
     blank = 'raise NotImplementedError()'
@@ -134,7 +104,7 @@ def build_class(root: Path) -> tuple[Course, Path, Path]:
         "edited": student_notebook(answer_b="def triple(x):\n    return 0"),
     }
     slow = notebooks["slow"] = student_notebook()
-    for _ in range(4):  # cells a student added, each within the cell timeout, together beyond the time limit
+    for _ in range(5):  # cells a student added, each within the cell timeout, together beyond the time limit
         slow.cells.insert(4, new_code_cell("time.sleep(4)"))
     edited = notebooks["edited"]
     next(c for c in edited.cells if grade_id(c) == "test_b").source = "pass"
@@ -232,7 +202,7 @@ def test_nbgrader_reads_the_results(graded) -> None:
     """nbgrader stays the source of truth: its own export works on the workdir."""
     _, workdir, _ = graded
     completed = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(workdir / "export.csv")],
-                               cwd=workdir, capture_output=True, text=True, timeout=120)
+                               cwd=workdir, capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     rows = {row["student_id"]: row for row in _rows(workdir / "export.csv")}
     assert float(rows["ok"]["score"]) == 6 and float(rows["stubborn"]["score"]) == 1
@@ -275,3 +245,47 @@ def test_the_kernel_saw_nothing_of_the_grader(graded) -> None:
     assert "[]" in printed, printed
     with Gradebook(f"sqlite:///{workdir / 'gradebook.db'}") as gradebook:
         assert gradebook.find_submission("probe", "ok").code_score == 6
+
+
+def test_plain_nbgrader_gives_the_same_scores(graded, tmp_path: Path) -> None:
+    """Where plain ``nbgrader autograde`` can grade a submission, it gives the score the parallel grader gave."""
+    run, workdir, outcomes = graded
+    course = Course(workdir.parent / "course")
+    students = ("ok", "blank", "chatty", "edited")
+    subset = tmp_path / "submitted"
+    for student in students:
+        shutil.copytree(workdir.parent / "submitted" / student, subset / student)
+    rows = {row.student: row for row in autograde(course, subset, tmp_path / "plain", ["probe"])}
+    ours = {row["student"]: float(row["code_score"]) for row in _rows(run.csv_report)}
+    assert {student: rows[student].code_score for student in students} == {s: ours[s] for s in students}
+
+
+def test_a_dead_worker_costs_only_its_submission(tmp_path: Path) -> None:
+    """Unsandboxed, a kernel can kill its worker: that submission fails, the next worker grades the rest."""
+    course, _, _ = _probe_course(tmp_path)
+    submissions = tmp_path / "submitted"
+    killer = student_notebook(answer_b="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    for student, notebook in (("killer", killer), ("ok", student_notebook()), ("also_ok", student_notebook())):
+        (submissions / student / "probe").mkdir(parents=True)
+        nbformat.write(notebook, submissions / student / "probe" / "probe.ipynb")
+    run = grade_class(course, submissions, tmp_path / "work", workers=1, limits=LIMITS, sandbox=False, progress=False)
+    outcomes = {outcome.student: outcome for outcome in run.outcomes}
+    assert outcomes["killer"].status == "failed" and "grading worker died" in outcomes["killer"].notes[0]
+    assert {student: _row_score(run, student) for student in ("ok", "also_ok")} == {"ok": 6, "also_ok": 6}
+
+
+def test_the_grade_command(tmp_path: Path) -> None:
+    course, _, _ = _probe_course(tmp_path)
+    (tmp_path / "submitted" / "ok" / "probe").mkdir(parents=True)
+    nbformat.write(student_notebook(), tmp_path / "submitted" / "ok" / "probe" / "probe.ipynb")
+    completed = subprocess.run(
+        [sys.executable, "-m", "cml.instructor.cli", "--root", str(course.root), "grade", str(tmp_path / "submitted"),
+         "--workdir", str(tmp_path / "work"), "--workers", "1", "--no-progress", "--cell-timeout", "30"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "6/6" in completed.stdout and "graded 1 submissions" in completed.stdout
+    assert (tmp_path / "work" / "feedback" / "ok" / "probe" / "probe.html").exists()
+
+
+def _row_score(run, student: str) -> float:
+    return next(float(row["code_score"]) for row in _rows(run.csv_report) if row["student"] == student)

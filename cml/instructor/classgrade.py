@@ -47,7 +47,7 @@ from cml.instructor.sandbox import write_kernelspec
 from cml.instructor.watchdog import become_subreaper
 from cml.instructor.worker import Job, Limits, Outcome, WorkerSettings, grade_submission
 
-__all__ = ["GradingRun", "grade_class", "format_outcomes", "copy_submissions", "default_workers", "SANDBOX_UID_BASE"]
+__all__ = ["SANDBOX_UID_BASE", "GradingRun", "copy_submissions", "default_workers", "format_outcomes", "grade_class"]
 
 SANDBOX_UID_BASE = 64200
 """Worker ``i`` runs its kernels as user id ``SANDBOX_UID_BASE + i`` when grading as root."""
@@ -62,7 +62,8 @@ class GradingRun:
     workers: int
     csv_report: Path
     json_report: Path
-    copy_notes: list[str]
+    run_notes: list[str]
+    """What concerns the whole run: files not copied, isolation measures unavailable."""
 
     def submissions_per_minute(self) -> float:
         return 60 * len(self.outcomes) / self.seconds if self.seconds else 0.0
@@ -89,7 +90,7 @@ def copy_submissions(submissions: Path, target: Path) -> list[str]:
         for name in files:
             path = os.path.join(folder, name)
             mode = os.lstat(path).st_mode
-            if name.startswith(".") and name != ".timestamp.txt":
+            if name.startswith("."):
                 continue
             if not stat.S_ISREG(mode):
                 notes.append(f"{relative / name}: not a plain file (a link?), not copied")
@@ -326,18 +327,19 @@ def grade_class(
     assignments: list[str] | None = None,
     *,
     workers: int | None = None,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
     sandbox: bool = True,
     progress: bool = True,
 ) -> GradingRun:
     """Autograde every submission in ``submissions/<student>/<assignment>/`` into the nbgrader course ``workdir``."""
     started = time.perf_counter()
+    limits = limits or Limits()
     os.environ.update(nbgrader_environment())  # the workers inherit it
     assignments = assignments or course.assignments()
     workers = max(1, workers or default_workers())
     prepare_workdir(course, workdir, assignments)
     workdir.chmod(0o700)
-    copy_notes = copy_submissions(submissions, workdir / "submitted")
+    run_notes = copy_submissions(submissions, workdir / "submitted")
     jobs = _plan(workdir, assignments)
     workers = min(workers, max(1, len(jobs)))
     scratch = Path(tempfile.mkdtemp(prefix="cml-grade-"))
@@ -352,7 +354,7 @@ def grade_class(
             folder.mkdir(mode=0o711)
         uid_base = SANDBOX_UID_BASE if sandbox and os.geteuid() == 0 else None
         if uid_base is not None and not _unprivileged_user_works(uid_base):
-            copy_notes.append("kernels run as the grader's user: an unprivileged user cannot read the Python "
+            run_notes.append("kernels run as the grader's user: an unprivileged user cannot read the Python "
                               "environment")
             uid_base = None
         hidden = [workdir, submissions.resolve(), course.source, course.root / "tests", course.root / "examples",
@@ -390,10 +392,10 @@ def grade_class(
     seconds = time.perf_counter() - started
     stamp = time.strftime("%Y%m%d-%H%M%S")
     summary = {"started": stamp, "seconds": round(seconds, 2), "workers": workers, "limits": asdict(limits),
-               "sandbox": sandbox, "unprivileged_user": uid_base is not None, "copy_notes": copy_notes,
+               "sandbox": sandbox, "unprivileged_user": uid_base is not None, "run_notes": run_notes,
                "submissions_per_minute": round(60 * len(outcomes) / seconds, 2) if seconds else 0.0}
     csv_path, json_path = _write_reports(workdir / "reports" / stamp, outcomes, summary)
-    return GradingRun(outcomes, seconds, workers, csv_path, json_path, copy_notes)
+    return GradingRun(outcomes, seconds, workers, csv_path, json_path, run_notes)
 
 
 def format_outcomes(outcomes: list[Outcome]) -> str:

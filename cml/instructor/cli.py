@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from cml.instructor import cases as cases_module
 from cml.instructor.autograde import GradeRow, autograde, format_table, read_grades, write_csv
 from cml.instructor.cases import expectation_failures
@@ -127,17 +129,21 @@ def command_autograde(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _memory_mb() -> int:
+    return psutil.virtual_memory().total // 2**20
+
+
 def command_grade(arguments: argparse.Namespace) -> int:
     course = _course(arguments)
-    limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=arguments.time_limit,
-                    memory_mb=arguments.memory_limit)
+    memory = arguments.memory_limit or min(Limits.memory_mb, _memory_mb() // (arguments.workers + 1))
+    limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=arguments.time_limit, memory_mb=memory)
     run = grade_class(course, arguments.submitted.resolve(), arguments.workdir.resolve(), arguments.assignments,
                       workers=arguments.workers, limits=limits, sandbox=not arguments.no_sandbox,
                       progress=not arguments.no_progress)
     print(format_outcomes(run.outcomes))
     print(f"\ngraded {len(run.outcomes)} submissions in {run.seconds:.1f} s with {run.workers} workers "
           f"({run.submissions_per_minute():.1f} per minute)")
-    for note in run.copy_notes:
+    for note in run.run_notes:
         print(f"NOTE {note}")
     print(f"report: {run.csv_report} and {run.json_report}; gradebook: {arguments.workdir / 'gradebook.db'}; "
           f"feedback: {arguments.workdir / 'feedback'}")
@@ -208,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--workers", type=int, default=default_workers(), help="default: the usable cores")
     parallel.add_argument("--cell-timeout", type=int, default=Limits.cell_timeout, help="seconds per cell")
     parallel.add_argument("--time-limit", type=float, default=Limits.time_limit, help="seconds per submission")
-    parallel.add_argument("--memory-limit", type=int, default=Limits.memory_mb, help="MB per submission")
+    parallel.add_argument("--memory-limit", type=int, default=None,
+                          help=f"MB per submission (default: {Limits.memory_mb}, less if the workers' share of "
+                               "this machine's memory is smaller)")
     parallel.add_argument("--no-sandbox", action="store_true", help="run kernels without isolation")
     parallel.add_argument("--no-progress", action="store_true", help="no progress bar")
     parallel.set_defaults(handler=command_grade)

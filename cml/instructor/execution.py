@@ -18,12 +18,17 @@ from typing import Any
 
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
+from nbgrader.preprocessors import Execute
 from traitlets import Integer, Unicode
 
-from nbgrader.preprocessors import Execute
-
-__all__ = ["ResilientExecute", "set_interruption_source", "reset_statistics", "statistics", "KERNEL_STOPPED",
-           "NOT_RUN"]
+__all__ = [
+    "KERNEL_STOPPED",
+    "NOT_RUN",
+    "ResilientExecute",
+    "reset_statistics",
+    "set_interruption_source",
+    "statistics",
+]
 
 KERNEL_STOPPED = "KernelStopped"
 """``ename`` of the error given to the cell that was running when the kernel stopped."""

@@ -18,7 +18,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 
 from cml.instructor.notebooks import HIDDEN_MARKERS, cell_kind
 
-__all__ = ["HideTestCode", "hide_test_code", "HIDDEN_PLACEHOLDER"]
+__all__ = ["HIDDEN_PLACEHOLDER", "HideTestCode", "hide_test_code"]
 
 HIDDEN_PLACEHOLDER = "# (hidden tests: their code is not shown in feedback)"
 

@@ -32,7 +32,7 @@ from nbformat import NotebookNode
 
 from cml.instructor.notebooks import HIDDEN_MARKERS, cell_kind, grade_id
 
-__all__ = ["IntakeReport", "prepare_submission", "repair_notebook", "MAX_NOTEBOOK_BYTES"]
+__all__ = ["MAX_NOTEBOOK_BYTES", "IntakeReport", "prepare_submission", "repair_notebook"]
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 _GRADING_KEYS = ("grade_id", "grade", "solution", "locked", "task", "points")

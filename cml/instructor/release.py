@@ -15,7 +15,7 @@ import nbformat
 
 from cml.instructor.notebooks import HIDDEN_MARKERS, MARK_SCHEME_MARKERS, SOLUTION_MARKERS, Course, cell_kind
 
-__all__ = ["nbgrader_environment", "run_nbgrader", "generate_release", "update_release", "release_differences", "find_leaks"]
+__all__ = ["find_leaks", "generate_release", "nbgrader_environment", "release_differences", "run_nbgrader", "update_release"]
 
 CONFIG_FILE = "nbgrader_config.py"
 

@@ -36,7 +36,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["SandboxPolicy", "POLICY_VARIABLE", "write_kernelspec", "KERNEL_NAME"]
+__all__ = ["KERNEL_NAME", "POLICY_VARIABLE", "SandboxPolicy", "write_kernelspec"]
 
 POLICY_VARIABLE = "CML_SANDBOX_POLICY"
 KERNEL_NAME = "cml-sandbox"
@@ -73,7 +73,7 @@ class SandboxPolicy:
         path.write_text(json.dumps(asdict(self)))
 
     @classmethod
-    def load(cls, path: str | Path) -> "SandboxPolicy":
+    def load(cls, path: str | Path) -> SandboxPolicy:
         return cls(**json.loads(Path(path).read_text()))
 
 
@@ -212,6 +212,8 @@ def main(argv: list[str]) -> None:
         gaps.append(f"namespaces (process, network, file system): {error}")
         namespaces = False
     if namespaces:
+        # If the grading worker dies, the supervisor dies with it, and the kernel (below) with the supervisor.
+        _check(_libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
         child = os.fork()
         if child:
             report.close()

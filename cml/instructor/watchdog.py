@@ -16,7 +16,7 @@ import time
 
 import psutil
 
-__all__ = ["become_subreaper", "kill_descendants", "KernelWatchdog"]
+__all__ = ["KernelWatchdog", "become_subreaper", "kill_descendants"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -85,7 +85,7 @@ class KernelWatchdog:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="kernel-watchdog", daemon=True)
 
-    def __enter__(self) -> "KernelWatchdog":
+    def __enter__(self) -> KernelWatchdog:
         self._started = time.monotonic()
         self._thread.start()
         return self

@@ -39,7 +39,7 @@ from cml.instructor.release import CONFIG_FILE
 from cml.instructor.sandbox import KERNEL_NAME, POLICY_VARIABLE, SandboxPolicy
 from cml.instructor.watchdog import KernelWatchdog
 
-__all__ = ["Limits", "WorkerSettings", "Job", "Outcome", "grade_submission", "submission_payload", "zero_payload"]
+__all__ = ["Job", "Limits", "Outcome", "WorkerSettings", "grade_submission", "submission_payload", "zero_payload"]
 
 
 @dataclass(frozen=True)
