@@ -1,7 +1,7 @@
 """Benchmark: a synthetic class graded by plain ``nbgrader autograde`` and by ``cml-course grade``, in one run.
 
     python benchmarks/class_grading.py [--students 40] [--assignments 01_neuron ...] [--workers N]
-                                       [--cell-timeout 30] [--out DIR]
+                                       [--cell-timeout 30] [--out DIR] [--no-feedback] [--reuse-plain]
 
 The class: every student hands in every assignment; student ``i`` is, in turn, correct (the reference
 solution or a correct alternative from ``tests/submissions``), blank, half-done (the second half of the
@@ -13,7 +13,8 @@ Both graders get the same course, submissions, per-cell timeout and kernel envir
 
 * plain nbgrader: ``nbgrader generate_assignment`` then ``nbgrader autograde`` for each assignment, one
   notebook after another, as its documentation says (and ``generate_feedback``, timed separately);
-* ``cml-course grade``: the same steps, with N workers, including feedback.
+* ``cml-course grade``: the same steps, with N workers, with feedback (compared with plain nbgrader's three
+  steps) or, with ``--no-feedback``, without (compared with its first two).
 
 Printed: submissions per minute of each and their ratio; the per-notebook overhead beyond the notebook's
 own execution (wall time per notebook minus the summed cell run times nbclient records in each graded
@@ -171,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assignments", nargs="*", help="default: all")
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--cell-timeout", type=int, default=30, help="seconds per cell, for both graders")
-    parser.add_argument("--skip-plain", action="store_true", help="only the new command")
+    parser.add_argument("--reuse-plain", action="store_true",
+                        help="take plain nbgrader's results from an earlier run with the same --out and class")
+    parser.add_argument("--no-feedback", action="store_true",
+                        help="the new command without feedback (compared with plain autograde without it)")
     parser.add_argument("--out", type=Path, help="keep the class and both course folders here")
     arguments = parser.parse_args(argv)
     course = Course(REPO)
@@ -187,52 +191,58 @@ def main(argv: list[str] | None = None) -> int:
           f"({', '.join(f'{k}: {list(kinds.values()).count(k)}' for k in dict.fromkeys(KINDS))}); "
           f"{os.cpu_count()} cores; cell timeout {arguments.cell_timeout} s")
 
-    plain_scores, plain = {}, {}
-    if not arguments.skip_plain:
+    saved = root / "plain" / "benchmark-times.json"
+    if arguments.reuse_plain:
+        plain, left = json.loads(saved.read_text()), "(earlier run)"
+    else:
         plain = run_plain_nbgrader(course, class_folder, root / "plain", assignments, arguments.cell_timeout)
         left = _kill_leftovers()
-        plain_scores = {(row.student, row.assignment): row.code_score for row in read_grades(
-            f"sqlite:///{root / 'plain' / 'gradebook.db'}", assignments)}
-        plain_exec = _execution_seconds(root / "plain")
-        autograde_rate = 60 * count / (plain["generate_assignment"] + plain["autograde"])
-        overhead = plain["autograde"] / count - statistics.fmean(plain_exec.values())
-        print(f"\nplain nbgrader: generate_assignment {plain['generate_assignment']:.1f} s, autograde "
-              f"{plain['autograde']:.1f} s, generate_feedback {plain['generate_feedback']:.1f} s; "
-              f"{len(plain_scores)}/{count} submissions got a grade; {left} background processes were still running")
-        print(f"  {autograde_rate:.2f} submissions per minute (generate_assignment + autograde), "
-              f"{60 * count / sum(plain.values()):.2f} with feedback")
-        print(f"  per-notebook overhead beyond execution: {overhead:.2f} s "
-              f"(autograde time per notebook {plain['autograde'] / count:.2f} s, "
-              f"own execution {statistics.fmean(plain_exec.values()):.2f} s)")
+        saved.write_text(json.dumps(plain))
+    plain_scores = {(row.student, row.assignment): row.code_score for row in read_grades(
+        f"sqlite:///{root / 'plain' / 'gradebook.db'}", assignments)}
+    plain_exec = _execution_seconds(root / "plain")
+    autograde_rate = 60 * count / (plain["generate_assignment"] + plain["autograde"])
+    overhead = plain["autograde"] / count - statistics.fmean(plain_exec.values())
+    print(f"\nplain nbgrader: generate_assignment {plain['generate_assignment']:.1f} s, autograde "
+          f"{plain['autograde']:.1f} s, generate_feedback {plain['generate_feedback']:.1f} s; "
+          f"{len(plain_scores)}/{count} submissions got a grade; {left} background processes were still running")
+    print(f"  {autograde_rate:.2f} submissions per minute (generate_assignment + autograde), "
+          f"{60 * count / sum(plain.values()):.2f} with feedback")
+    print(f"  per-notebook overhead beyond execution: {overhead:.2f} s "
+          f"(autograde time per notebook {plain['autograde'] / count:.2f} s, "
+          f"own execution {statistics.fmean(plain_exec.values()):.2f} s)")
 
     limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=max(600, 10 * arguments.cell_timeout),
                     memory_mb=2048)
     run = grade_class(course, class_folder, root / "parallel", assignments, workers=arguments.workers,
-                      limits=limits, progress=sys.stderr.isatty())
+                      limits=limits, feedback=not arguments.no_feedback, progress=sys.stderr.isatty())
     ours_exec = _execution_seconds(root / "parallel")
     per_job = [o.seconds - ours_exec.get((o.student, o.assignment), 0.0) for o in run.outcomes]
     statuses = {status: sum(o.status == status for o in run.outcomes) for status in ("graded", "flagged", "failed")}
-    print(f"\ncml-course grade ({run.workers} workers, with feedback): {run.seconds:.1f} s, "
+    with_or_without = "without" if arguments.no_feedback else "with"
+    print(f"\ncml-course grade ({run.workers} workers, {with_or_without} feedback): {run.seconds:.1f} s, "
           f"{run.submissions_per_minute():.2f} submissions per minute; {statuses}")
     print(f"  per-notebook overhead beyond execution: {statistics.fmean(per_job):.2f} s per submission in its "
           f"worker (median {statistics.median(per_job):.2f} s; own execution {statistics.fmean(ours_exec.values()):.2f} s)")
     print(f"  report: {run.csv_report}")
 
-    if plain:
+    if arguments.no_feedback:
+        ratio = run.submissions_per_minute() / autograde_rate
+        print(f"\nspeed-up, both without feedback: {ratio:.2f}x over plain generate_assignment + autograde")
+    else:
         ratio = run.submissions_per_minute() / autograde_rate
         with_feedback = run.submissions_per_minute() / (60 * count / sum(plain.values()))
-        print(f"\nspeed-up: {ratio:.2f}x over plain generate_assignment + autograde; "
-              f"{with_feedback:.2f}x over plain nbgrader with feedback as well")
-        ours = {(o.student, o.assignment): _score(o) for o in run.outcomes}
-        differ = [(key, plain_scores.get(key), ours[key], kinds[key]) for key in sorted(kinds)
-                  if plain_scores.get(key) != ours.get(key)]
-        benign = [d for d in differ if d[3] != "hostile"]
-        print(f"scores: {count - len(differ)}/{count} identical; "
-              f"{len(benign)} differences on non-hostile submissions")
-        for key, before, after, kind in differ:
-            print(f"  {key[0]}/{key[1]} ({kind}): plain nbgrader {before}, cml-course grade {after}")
-        return 1 if benign else 0
-    return 0
+        print(f"\nspeed-up, both with feedback: {with_feedback:.2f}x over plain generate_assignment + autograde "
+              f"+ generate_feedback ({ratio:.2f}x over plain nbgrader without its feedback step)")
+    ours = {(o.student, o.assignment): _score(o) for o in run.outcomes}
+    differ = [(key, plain_scores.get(key), ours[key], kinds[key]) for key in sorted(kinds)
+              if plain_scores.get(key) != ours.get(key)]
+    benign = [d for d in differ if d[3] != "hostile"]
+    print(f"scores: {count - len(differ)}/{count} identical; "
+          f"{len(benign)} differences on non-hostile submissions")
+    for key, before, after, kind in differ:
+        print(f"  {key[0]}/{key[1]} ({kind}): plain nbgrader {before}, cml-course grade {after}")
+    return 1 if benign else 0
 
 
 def _score(outcome) -> float:

@@ -55,16 +55,18 @@ try:
     LEAKS.append("network")
 except OSError:
     pass
-# The other workers' private courses and the gradebook templates lie beside this kernel's folder.
+# The other workers' private courses (notebooks, gradebook copies) and the gradebook templates lie
+# beside this kernel's own folder (.../worker-N/home/work).
 scratch = os.path.dirname(os.path.dirname(os.path.dirname(os.getcwd())))
 for folder, _, files in os.walk(scratch):
     for name in files:
-        try:
-            open(os.path.join(folder, name), "rb").read(1)
-            if "/home/" not in os.path.join(folder, name):
-                LEAKS.append("read " + os.path.join(folder, name))
-        except OSError:
-            pass
+        path = os.path.join(folder, name)
+        if name.endswith((".ipynb", ".db")) and "/home/" not in path:
+            try:
+                open(path, "rb").read(1)
+                LEAKS.append("read " + path)
+            except OSError:
+                pass
 print(LEAKS)
 def double(x):
     return 2 * x if not LEAKS else -1'''
@@ -261,17 +263,23 @@ def test_plain_nbgrader_gives_the_same_scores(graded, tmp_path: Path) -> None:
 
 
 def test_a_dead_worker_costs_only_its_submission(tmp_path: Path) -> None:
-    """Unsandboxed, a kernel can kill its worker: that submission fails, the next worker grades the rest."""
-    course, _, _ = _probe_course(tmp_path)
-    submissions = tmp_path / "submitted"
+    """Unsandboxed, a kernel can kill its worker: that submission fails, the next worker grades the rest.
+
+    It can also read the gradebook, which shows that the snooping student of the sandboxed class can fail.
+    """
+    course, submissions, workdir = _probe_course(tmp_path)
     killer = student_notebook(answer_b="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
-    for student, notebook in (("killer", killer), ("ok", student_notebook()), ("also_ok", student_notebook())):
+    snoop = student_notebook(answer_a=_snoop({"gradebook": workdir / "gradebook.db", "source": course.source,
+                                              "other": submissions / "ok" / "probe" / "probe.ipynb"}))
+    students = (("killer", killer), ("ok", student_notebook()), ("also_ok", student_notebook()), ("snoop", snoop))
+    for student, notebook in students:
         (submissions / student / "probe").mkdir(parents=True)
         nbformat.write(notebook, submissions / student / "probe" / "probe.ipynb")
-    run = grade_class(course, submissions, tmp_path / "work", workers=1, limits=LIMITS, sandbox=False, progress=False)
+    run = grade_class(course, submissions, workdir, workers=1, limits=LIMITS, sandbox=False, progress=False)
     outcomes = {outcome.student: outcome for outcome in run.outcomes}
     assert outcomes["killer"].status == "failed" and "grading worker died" in outcomes["killer"].notes[0]
     assert {student: _row_score(run, student) for student in ("ok", "also_ok")} == {"ok": 6, "also_ok": 6}
+    assert _row_score(run, "snoop") == 5  # double() returns -1 once it has found something to read
 
 
 def test_the_grade_command(tmp_path: Path) -> None:

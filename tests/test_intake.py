@@ -38,11 +38,11 @@ def test_cells_a_student_added_stay_after_the_cell_they_followed() -> None:
     submission = student_notebook()
     helper = new_code_cell("HELPER = 1")
     submission.cells.insert(3, helper)  # after answer_a
-    submission.cells.append(submission.cells.pop(2))  # answer_a moved to the end, the helper stays with test_a
+    submission.cells.append(submission.cells.pop(2))  # answer_a moved to the end: the helper now follows setup
     repaired, notes = repair_notebook(submission, source_notebook())
     sources = [cell.source for cell in repaired.cells]
-    assert _ids(repaired)[:5] == [None, "setup", "answer_a", "test_a", None]
-    assert sources[4] == "HELPER = 1" and any("source order" in note for note in notes)
+    assert _ids(repaired)[:5] == [None, "setup", None, "answer_a", "test_a"]
+    assert sources[2] == "HELPER = 1" and any("source order" in note for note in notes)
 
 
 def test_invented_grading_metadata_is_removed() -> None:

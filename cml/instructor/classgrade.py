@@ -38,6 +38,7 @@ from nbgrader.api import Gradebook
 from sqlalchemy.exc import SAWarning
 from tqdm.auto import tqdm
 
+import cml
 from cml.instructor.autograde import prepare_workdir
 from cml.instructor.gradebook import merge_submission
 from cml.instructor.grader import GRADING_ENVIRONMENT
@@ -104,6 +105,14 @@ def _plan(workdir: Path, assignments: list[str]) -> list[Job]:
     students = sorted(p.name for p in submitted.iterdir() if p.is_dir()) if submitted.is_dir() else []
     return [Job(student, assignment) for assignment in assignments for student in students
             if (submitted / student / assignment).is_dir()]
+
+
+def _course_folders_to_hide(course: Course) -> list[Path]:
+    """Every folder of the course directory a kernel has no business reading: all but the release, the
+    ``cml`` package and the Python environment (sources with solutions, tests, examples, ``.git``, ...)."""
+    needed = [Path(sys.prefix).resolve(), Path(cml.__file__).resolve().parent, course.release.resolve()]
+    return [entry for entry in course.root.resolve().iterdir()
+            if entry.is_dir() and not any(entry == path or entry in path.parents for path in needed)]
 
 
 def _unprivileged_user_works(uid: int) -> bool:
@@ -329,6 +338,7 @@ def grade_class(
     workers: int | None = None,
     limits: Limits | None = None,
     sandbox: bool = True,
+    feedback: bool = True,
     progress: bool = True,
 ) -> GradingRun:
     """Autograde every submission in ``submissions/<student>/<assignment>/`` into the nbgrader course ``workdir``."""
@@ -357,11 +367,10 @@ def grade_class(
             run_notes.append("kernels run as the grader's user: an unprivileged user cannot read the Python "
                               "environment")
             uid_base = None
-        hidden = [workdir, submissions.resolve(), course.source, course.root / "tests", course.root / "examples",
-                  course.root / ".authoring", templates, *worker_dirs]
+        hidden = [workdir, submissions.resolve(), *_course_folders_to_hide(course), templates, *worker_dirs]
         settings = WorkerSettings(course=str(workdir), templates=str(templates), scratch=str(scratch),
                                   kernelspecs=str(write_kernelspec(scratch / "jupyter")), limits=limits,
-                                  sandbox=sandbox, uid_base=uid_base,
+                                  sandbox=sandbox, uid_base=uid_base, feedback=feedback,
                                   hidden_paths=tuple(str(path) for path in hidden if sandbox and path.is_dir()))
         bar = tqdm(total=len(jobs), unit="submission", disable=not progress, dynamic_ncols=True)
         writer = _GradebookWriter(workdir / "gradebook.db", templates / "building.db")

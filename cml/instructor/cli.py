@@ -139,6 +139,7 @@ def command_grade(arguments: argparse.Namespace) -> int:
     limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=arguments.time_limit, memory_mb=memory)
     run = grade_class(course, arguments.submitted.resolve(), arguments.workdir.resolve(), arguments.assignments,
                       workers=arguments.workers, limits=limits, sandbox=not arguments.no_sandbox,
+                      feedback=not arguments.no_feedback,
                       progress=not arguments.no_progress)
     print(format_outcomes(run.outcomes))
     print(f"\ngraded {len(run.outcomes)} submissions in {run.seconds:.1f} s with {run.workers} workers "
@@ -218,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"MB per submission (default: {Limits.memory_mb}, less if the workers' share of "
                                "this machine's memory is smaller)")
     parallel.add_argument("--no-sandbox", action="store_true", help="run kernels without isolation")
+    parallel.add_argument("--no-feedback", action="store_true",
+                          help="no HTML feedback now (nbgrader generate_feedback writes it later, after manual grading)")
     parallel.add_argument("--no-progress", action="store_true", help="no progress bar")
     parallel.set_defaults(handler=command_grade)
     demo = commands.add_parser("demo", help="the main job on the bundled examples")

@@ -95,9 +95,9 @@ class KernelWatchdog:
         self._thread.join()
         self.leftover_processes = kill_descendants(self.uid)
 
-    def _resident_bytes(self) -> int:
+    def _resident_bytes(self, processes: list[psutil.Process]) -> int:
         total = 0
-        for process in psutil.Process().children(recursive=True):
+        for process in processes:
             try:
                 total += process.memory_info().rss
             except psutil.Error:
@@ -105,8 +105,14 @@ class KernelWatchdog:
         return total
 
     def _watch(self) -> None:
+        # Listing the tree scans all of /proc; reading the memory of known processes is cheap. So the tree is
+        # listed once a second (a new process is counted within a second) and measured every interval.
+        processes: list[psutil.Process] = []
+        listed = 0.0
         while not self._stop.wait(self.interval):
-            used = self._resident_bytes()
+            if time.monotonic() - listed >= 1.0:
+                processes, listed = psutil.Process().children(recursive=True), time.monotonic()
+            used = self._resident_bytes(processes)
             self.peak_bytes = max(self.peak_bytes, used)
             if self.memory_limit_bytes is not None and used > self.memory_limit_bytes:
                 self.verdict = (f"memory limit exceeded: the kernel used {used / 2**20:.0f} MB "

@@ -71,6 +71,8 @@ class WorkerSettings:
     sandbox: bool = True
     uid_base: int | None = None
     """Worker ``i`` runs its kernels as user ``uid_base + i`` (root only); ``None``: the grader's own user."""
+    feedback: bool = True
+    """Write each student's HTML feedback (``nbgrader generate_feedback`` can do it later, after manual grading)."""
     hidden_paths: tuple[str, ...] = ()
     """Folders the kernels must not see (see :class:`~cml.instructor.sandbox.SandboxPolicy`)."""
 
@@ -270,7 +272,8 @@ def grade_submission(job: Job, settings: WorkerSettings, worker: int) -> Outcome
         gaps = private / "isolation-gaps.txt"
         outcome.isolation_gaps = gaps.read_text().splitlines() if gaps.exists() else []
         outcome.phases["autograde"] = time.perf_counter() - started - outcome.phases["prepare"]
-        GenerateFeedback(coursedir=coursedir, config=config).start()
+        if settings.feedback:
+            GenerateFeedback(coursedir=coursedir, config=config).start()
         outcome.phases["feedback"] = time.perf_counter() - started - sum(outcome.phases.values())
         outcome.payload = submission_payload(course / "gradebook.db", job)
         _copy_results(course, settings, job)
