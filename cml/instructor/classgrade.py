@@ -45,7 +45,7 @@ from cml.instructor.grader import GRADING_ENVIRONMENT
 from cml.instructor.notebooks import Course
 from cml.instructor.release import nbgrader_environment, run_nbgrader
 from cml.instructor.sandbox import write_kernelspec
-from cml.instructor.watchdog import become_subreaper
+from cml.instructor.watchdog import become_subreaper, kill_processes
 from cml.instructor.worker import Job, Limits, Outcome, WorkerSettings, grade_submission
 
 __all__ = ["SANDBOX_UID_BASE", "GradingRun", "copy_submissions", "default_workers", "format_outcomes", "grade_class"]
@@ -227,15 +227,9 @@ class _WorkerPool:
 def _kill_tree(pid: int) -> None:
     try:
         root = psutil.Process(pid)
-        processes = root.children(recursive=True) + [root]
+        kill_processes(root.children(recursive=True) + [root])
     except psutil.Error:
         return
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(processes, timeout=5)
 
 
 class _GradebookWriter:

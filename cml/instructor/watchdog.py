@@ -56,14 +56,19 @@ def kill_descendants(uid: int | None = None) -> int:
     if uid is not None and uid != os.getuid():
         victims += [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
     running = {process.pid for process in victims if _running(process)}
-    for process in victims:
+    kill_processes(victims)
+    _reap_zombies()
+    return len(running)
+
+
+def kill_processes(processes: list[psutil.Process]) -> None:
+    """SIGKILL each process (gone ones are skipped) and wait up to 5 s for them to end."""
+    for process in processes:
         try:
             process.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(victims, timeout=5)
-    _reap_zombies()
-    return len(running)
+    psutil.wait_procs(processes, timeout=5)
 
 
 class KernelWatchdog:
