@@ -192,7 +192,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_the_gradebook_holds_every_grade_and_flags_the_troubled(graded) -> None:
-    _, workdir, outcomes = graded
+    _, workdir, _outcomes = graded
     with Gradebook(f"sqlite:///{workdir / 'gradebook.db'}") as gradebook:
         for student, (score, status, _) in EXPECTED.items():
             submission = gradebook.find_submission("probe", student)
@@ -251,9 +251,9 @@ def test_the_kernel_saw_nothing_of_the_grader(graded) -> None:
 
 def test_plain_nbgrader_gives_the_same_scores(graded, tmp_path: Path) -> None:
     """Where plain ``nbgrader autograde`` can grade a submission, it gives the score the parallel grader gave."""
-    run, workdir, outcomes = graded
+    run, workdir, _outcomes = graded
     course = Course(workdir.parent / "course")
-    students = ("ok", "blank", "chatty", "edited")
+    students = ("ok", "edited")  # for "edited", nbgrader itself puts the original test back
     subset = tmp_path / "submitted"
     for student in students:
         shutil.copytree(workdir.parent / "submitted" / student, subset / student)
@@ -262,38 +262,27 @@ def test_plain_nbgrader_gives_the_same_scores(graded, tmp_path: Path) -> None:
     assert {student: rows[student].code_score for student in students} == {s: ours[s] for s in students}
 
 
-def test_a_dead_worker_costs_only_its_submission(tmp_path: Path) -> None:
-    """Unsandboxed, a kernel can kill its worker: that submission fails, the next worker grades the rest.
+def test_the_grade_command_survives_a_dead_worker(tmp_path: Path) -> None:
+    """``cml-course grade`` unsandboxed: a kernel can kill its worker; that submission fails, a new worker grades
+    the rest, and the command says so in its exit status.
 
-    It can also read the gradebook, which shows that the snooping student of the sandboxed class can fail.
+    Unsandboxed, a kernel can also read the gradebook: the snooping student of the sandboxed class can fail.
     """
     course, submissions, workdir = _probe_course(tmp_path)
     killer = student_notebook(answer_b="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
     snoop = student_notebook(answer_a=_snoop({"gradebook": workdir / "gradebook.db", "source": course.source,
                                               "other": submissions / "ok" / "probe" / "probe.ipynb"}))
-    students = (("killer", killer), ("ok", student_notebook()), ("also_ok", student_notebook()), ("snoop", snoop))
-    for student, notebook in students:
+    for student, notebook in (("killer", killer), ("ok", student_notebook()), ("snoop", snoop)):
         (submissions / student / "probe").mkdir(parents=True)
         nbformat.write(notebook, submissions / student / "probe" / "probe.ipynb")
-    run = grade_class(course, submissions, workdir, workers=1, limits=LIMITS, sandbox=False, progress=False)
-    outcomes = {outcome.student: outcome for outcome in run.outcomes}
-    assert outcomes["killer"].status == "failed" and "grading worker died" in outcomes["killer"].notes[0]
-    assert {student: _row_score(run, student) for student in ("ok", "also_ok")} == {"ok": 6, "also_ok": 6}
-    assert _row_score(run, "snoop") == 5  # double() returns -1 once it has found something to read
-
-
-def test_the_grade_command(tmp_path: Path) -> None:
-    course, _, _ = _probe_course(tmp_path)
-    (tmp_path / "submitted" / "ok" / "probe").mkdir(parents=True)
-    nbformat.write(student_notebook(), tmp_path / "submitted" / "ok" / "probe" / "probe.ipynb")
     completed = subprocess.run(
-        [sys.executable, "-m", "cml.instructor.cli", "--root", str(course.root), "grade", str(tmp_path / "submitted"),
-         "--workdir", str(tmp_path / "work"), "--workers", "1", "--no-progress", "--cell-timeout", "30"],
+        [sys.executable, "-m", "cml.instructor.cli", "--root", str(course.root), "grade", str(submissions),
+         "--workdir", str(workdir), "--workers", "1", "--no-progress", "--no-sandbox", "--cell-timeout", "30"],
         capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "6/6" in completed.stdout and "graded 1 submissions" in completed.stdout
-    assert (tmp_path / "work" / "feedback" / "ok" / "probe" / "probe.html").exists()
-
-
-def _row_score(run, student: str) -> float:
-    return next(float(row["code_score"]) for row in _rows(run.csv_report) if row["student"] == student)
+    assert completed.returncode == 1, completed.stdout + completed.stderr  # one submission failed
+    assert "graded 3 submissions" in completed.stdout
+    rows = {row["student"]: row for row in _rows(next((workdir / "reports").glob("*/grades.csv")))}
+    assert rows["killer"]["status"] == "failed" and "grading worker died" in rows["killer"]["notes"]
+    assert float(rows["ok"]["code_score"]) == 6
+    assert float(rows["snoop"]["code_score"]) == 5  # double() returns -1 once it has found something to read
+    assert (workdir / "feedback" / "ok" / "probe" / "probe.html").exists()
