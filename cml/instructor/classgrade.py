@@ -344,6 +344,9 @@ def grade_class(
     prepare_workdir(course, workdir, assignments)
     workdir.chmod(0o700)
     run_notes = copy_submissions(submissions, workdir / "submitted")
+    if sandbox and not sys.platform.startswith("linux"):
+        run_notes.append(f"no sandbox: kernels are isolated on Linux only, not on {sys.platform}")
+        sandbox = False
     jobs = _plan(workdir, assignments)
     workers = min(workers, max(1, len(jobs)))
     scratch = Path(tempfile.mkdtemp(prefix="cml-grade-"))
