@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         with_feedback = run.submissions_per_minute() / (60 * count / sum(plain.values()))
         print(f"\nspeed-up, both with feedback: {with_feedback:.2f}x over plain generate_assignment + autograde "
               f"+ generate_feedback ({ratio:.2f}x over plain nbgrader without its feedback step)")
-    ours = {(o.student, o.assignment): _score(o) for o in run.outcomes}
+    ours = {(o.student, o.assignment): o.code_total() for o in run.outcomes}
     differ = [(key, plain_scores.get(key), ours[key], kinds[key]) for key in sorted(kinds)
               if plain_scores.get(key) != ours.get(key)]
     benign = [d for d in differ if d[3] != "hostile"]
@@ -243,11 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     for key, before, after, kind in differ:
         print(f"  {key[0]}/{key[1]} ({kind}): plain nbgrader {before}, cml-course grade {after}")
     return 1 if benign else 0
-
-
-def _score(outcome) -> float:
-    return sum(grade["auto_score"] or 0.0 for notebook in outcome.payload.get("notebooks", [])
-               for grade in notebook["grades"] if grade["cell_type"] == "code")
 
 
 if __name__ == "__main__":

@@ -286,19 +286,13 @@ def _generate_assignments(workdir: Path, assignments: list[str], templates: Path
         feed.put(None)
 
 
-def _total(outcome: Outcome, key: str) -> float:
-    """Sum of ``key`` over the autograded (code) grade cells, as nbgrader's ``code_score`` counts them."""
-    return sum(grade[key] or 0.0 for notebook in outcome.payload.get("notebooks", [])
-               for grade in notebook["grades"] if grade["cell_type"] == "code")
-
-
 def _row(outcome: Outcome) -> dict:
     return {
         "student": outcome.student,
         "assignment": outcome.assignment,
         "status": outcome.status,
-        "code_score": round(_total(outcome, "auto_score"), 4),
-        "max_code_score": round(_total(outcome, "max_score"), 4),
+        "code_score": round(outcome.code_total("auto_score"), 4),
+        "max_code_score": round(outcome.code_total("max_score"), 4),
         "seconds": round(outcome.seconds, 2),
         "execution_seconds": round(outcome.execution_seconds, 2),
         "peak_memory_mb": round(outcome.peak_memory_mb, 1),

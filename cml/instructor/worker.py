@@ -102,6 +102,12 @@ class Outcome:
     payload: dict = field(default_factory=dict)
     worker: int = -1
 
+    def code_total(self, key: str = "auto_score") -> float:
+        """Sum of ``key`` (``auto_score`` or ``max_score``) over the autograded (code) grade cells, as nbgrader's
+        ``code_score`` counts them."""
+        return sum(grade[key] or 0.0 for notebook in self.payload.get("notebooks", [])
+                   for grade in notebook["grades"] if grade["cell_type"] == "code")
+
 
 def _private_course(settings: WorkerSettings, private: Path, job: Job) -> Path:
     """A fresh nbgrader course with this submission only; folders the kernel must not read are root-only."""
