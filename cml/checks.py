@@ -4,7 +4,8 @@ Each check has a stable identifier (``"sigmoid.large_inputs"``), compares a stud
 independent oracle, and raises :class:`CheckFailed` with a message that says what was expected without
 showing the test's code. Every verdict is also appended to :data:`records`, so a grader can later
 collect the verdicts (and the values behind them) outside the student's kernel without the tests
-being rewritten.
+being rewritten. When the grader asks for it (:mod:`cml.check_log`), each check also writes the values
+it compared, so that the verdict can be given again outside the kernel, where student code cannot reach.
 
 Checks return ``None`` on purpose: nbgrader reads a grade cell's last expression as a partial score.
 """
@@ -22,7 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from cml import check_log
+from cml.check_log import grading_seed
+
 __all__ = [
+    "grading_seed",
     "CheckFailed",
     "CheckRecord",
     "records",
@@ -69,6 +74,7 @@ records: list[CheckRecord] = []
 
 def _verdict(check_id: str, passed: bool, message: str = "") -> None:
     records.append(CheckRecord(check_id, passed, "" if passed else message))
+    check_log.write({"kind": "verdict", "id": check_id, "passed": bool(passed)})
     if not passed:
         raise CheckFailed(check_id, message)
 
@@ -119,9 +125,17 @@ def numerical_gradient(function: Callable[[np.ndarray], Any], x: Any, eps: float
     return gradient
 
 
+def _observe(kind: str, check_id: str, actual: Any, expected: Any, **parameters: float) -> None:
+    """Log what a check is about to compare (the student's ``actual``, the oracle's ``expected``), for the grader."""
+    if check_log.enabled():
+        check_log.write({"kind": kind, "id": check_id, "actual": check_log.encode(actual),
+                        "expected": check_log.encode(expected), "parameters": parameters})
+
+
 def skip(check_id: str, reason: str) -> None:
     """Record that a check could not run here (no GPU, say) and say so on stdout, never as a pass."""
     records.append(CheckRecord(check_id, False, reason, skipped=True))
+    check_log.write({"kind": "skip", "id": check_id})
     print(f"SKIPPED [{check_id}]: {reason}")
 
 
@@ -149,6 +163,7 @@ def _format_index(index: tuple[int, ...]) -> str:
 def check_shape(check_id: str, actual: Any, expected_shape: Sequence[int], *, what: str = "the result") -> None:
     """Check that ``actual`` is an array of exactly ``expected_shape``."""
     shape = tuple(actual.shape) if hasattr(actual, "shape") else np.shape(actual) if actual is not None else None
+    _observe("shape", check_id, shape, tuple(expected_shape))
     _verdict(
         check_id,
         shape == tuple(expected_shape),
@@ -173,6 +188,7 @@ def check_close(
     """
     expected_array = np.asarray(_host_copy(expected), dtype=np.float64)
     actual_array = _as_float_array(check_id, actual, what)
+    _observe("close", check_id, actual_array, expected_array, rtol=rtol, atol=atol)
     if expected_array.ndim == 0 and actual_array.size == 1:
         actual_array = actual_array.reshape(())
     if actual_array.shape != expected_array.shape:
@@ -198,6 +214,7 @@ def check_close(
 def check_equal(check_id: str, actual: Any, expected: Any, *, what: str = "the result") -> None:
     """Check exact equality of integer-like arrays (labels, indices, counts) or plain values."""
     actual, expected = _host_copy(actual), _host_copy(expected)
+    _observe("equal", check_id, actual, expected)
     if isinstance(expected, (np.ndarray, list, tuple)):
         actual_array, expected_array = np.asarray(actual), np.asarray(expected)
         if actual_array.shape != expected_array.shape:
@@ -233,6 +250,7 @@ def check_gradient(
         _verdict(check_id, False, f"{what} should have the shape of its variable, {point.shape}, got {analytic.shape}.")
     with quiet():
         numeric = numerical_gradient(function, point, eps=eps)
+    _observe("gradient", check_id, analytic, numeric, tolerance=tolerance)
     error = rel_error(analytic, numeric)
     _verdict(
         check_id,
@@ -245,6 +263,7 @@ def check_gradient(
 def check_accuracy(check_id: str, accuracy: Any, minimum: float, *, what: str = "accuracy") -> None:
     """Check that an accuracy in [0, 1] reaches ``minimum``."""
     value = float(np.asarray(_as_float_array(check_id, accuracy, what)).reshape(-1)[0])
+    _observe("accuracy", check_id, value, minimum)
     if not 0.0 <= value <= 1.0:
         _verdict(check_id, False, f"{what} should be a fraction between 0 and 1, got {value:.4g}.")
     _verdict(check_id, value >= minimum, f"{what} is {value:.3f}; at least {minimum:.3f} was expected.")

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cml.checks import _verdict, skip
+from cml import check_log
+from cml.checks import _observe, _verdict, skip
 from cml.device import cuda_available
 
 __all__ = [
@@ -143,6 +144,9 @@ def check_parameters_close(
     """Every parameter of ``model`` equals the same-named one of ``expected`` (a module or a state_dict)."""
     reference = dict(expected.named_parameters()) if isinstance(expected, nn.Module) else dict(expected)
     actual = dict(model.named_parameters())
+    if check_log.enabled():
+        _observe("parameters", check_id, {name: value.detach().cpu() for name, value in actual.items()},
+                 {name: value.detach().cpu() for name, value in reference.items()}, rtol=rtol, atol=atol)
     if set(actual) != set(reference):
         _verdict(check_id, False, f"{what}: the model's parameters are {sorted(actual)}, expected {sorted(reference)}.")
     for name, value in actual.items():

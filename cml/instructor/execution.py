@@ -4,13 +4,17 @@ Plain ``nbgrader autograde`` drops the whole submission when the kernel dies (``
 a segfault, the memory or time limit). :class:`ResilientExecute` instead gives the cell that was running
 an error output that names the reason, and every later code cell a "not run" error, so that nbgrader's
 own rule (a grade cell with an error scores zero) keeps the points of the cells graded before the crash
-and gives zero to the rest. It also caps the output one cell may produce, before it reaches memory.
+and gives zero to the rest. It also caps the output one cell may produce, before it reaches memory,
+and collects the check log (:mod:`cml.check_log`) cell by cell, for verdicts given outside the kernel.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +22,14 @@ from typing import Any
 
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
+from nbclient.util import run_sync
 from nbgrader.preprocessors import Execute
-from traitlets import Integer, Unicode
+from traitlets import Dict, Integer, Unicode
+
+from cml.check_log import LOG_VARIABLE
 
 __all__ = [
+    "CHECK_RECORDS",
     "KERNEL_STOPPED",
     "NOT_RUN",
     "ResilientExecute",
@@ -34,6 +42,9 @@ KERNEL_STOPPED = "KernelStopped"
 """``ename`` of the error given to the cell that was running when the kernel stopped."""
 NOT_RUN = "NotRun"
 """``ename`` of the error given to the code cells after it."""
+CHECK_RECORDS = "cml_check_records"
+"""Key of ``resources`` under which the check log of each cell is left: ``{cell index: [record, ...]}``."""
+_MAX_LOG_BYTES_PER_CELL = 256 * 2**20
 
 _interruption_source: Callable[[], str | None] = lambda: None
 _statistics: dict = {"cell_seconds": 0.0, "problems": []}
@@ -42,6 +53,11 @@ _statistics: dict = {"cell_seconds": 0.0, "problems": []}
 def reset_statistics() -> None:
     """Start counting anew (a grading worker does so for each submission)."""
     _statistics.update(cell_seconds=0.0, problems=[])
+
+
+def report_problem(reason: str) -> None:
+    """Add a line to the reasons the submission is flagged (other grading steps report through here too)."""
+    _statistics["problems"].append(reason)
 
 
 def statistics() -> dict:
@@ -92,10 +108,24 @@ class ResilientExecute(Execute):
                  "notebook: the folder nbgrader writes the graded notebook to stays out of the kernel's reach."
     ).tag(config=True)
 
+    extra_environment = Dict(
+        {}, help="Variables added to the kernel's environment (the grading seed, say)."
+    ).tag(config=True)
+
+    check_log = Unicode(
+        "", help="A file the kernel's checks log their values to (cml.check_log); read after every cell into "
+                 "resources['cml_check_records']. Empty: no log."
+    ).tag(config=True)
+
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple[NotebookNode, Any]:
         self._running_cell = -1
         self._output_bytes: dict[int, int] = {}
         self._exit_code: int | None = None
+        self._log_offset = 0
+        if self.check_log and isinstance(resources, dict):
+            Path(self.check_log).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.check_log).write_bytes(b"")
+            resources[CHECK_RECORDS] = {}
         if self.working_directory and isinstance(resources, dict):
             beside = Path(resources.get("metadata", {}).get("path") or ".")
             shutil.copytree(beside, self.working_directory, dirs_exist_ok=True, symlinks=True,
@@ -120,6 +150,42 @@ class ResilientExecute(Execute):
             raise
         finally:
             _statistics["cell_seconds"] += time.perf_counter() - started
+            if self.check_log and isinstance(resources, dict) and cell.cell_type == "code":
+                resources[CHECK_RECORDS][index] = self._read_check_log()
+
+    def _read_check_log(self) -> list[dict]:
+        """The records the kernel appended since the last cell (malformed lines are dropped: the file is the
+        kernel's, so anything may be in it)."""
+        try:
+            # The kernel may have swapped the file for a link or a pipe: read only a regular file, never block.
+            descriptor = os.open(self.check_log, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError:
+            return []
+        with open(descriptor, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                return []
+            stream.seek(self._log_offset)
+            data = stream.read(_MAX_LOG_BYTES_PER_CELL)
+            self._log_offset = stream.seek(0, os.SEEK_END)
+        records = []
+        for line in data.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    async def async_start_new_kernel(self, **kwargs: Any) -> None:
+        environment = dict(self.extra_environment)
+        if self.check_log:
+            environment[LOG_VARIABLE] = self.check_log
+        if environment:
+            kwargs["env"] = {**os.environ, **kwargs.get("env", {}), **environment}
+        await super().async_start_new_kernel(**kwargs)
+
+    start_new_kernel = run_sync(async_start_new_kernel)
 
     def on_cell_executed(self, **kwargs: Any) -> None:
         super().on_cell_executed(**kwargs)

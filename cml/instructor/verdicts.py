@@ -1,0 +1,186 @@
+"""Verdicts student code cannot reach: every check judged again in the grader's own process.
+
+A student's code runs in the same interpreter as the tests, so it can make any check pass from inside:
+replace ``np.allclose``, stub :func:`cml.checks.check_close`, reseed the generators a test draws its
+inputs from, or append fake records. So the grader does not take the kernel's word for it:
+
+1. At grading time it draws a seed and runs the instructor's notebook (the solution) with it; every
+   check logs the values it compares (:mod:`cml.check_log`). That is the *reference* log of each grade
+   cell: which checks run, in which order, their oracle values and tolerances (:func:`record_reference`).
+2. Each student's notebook runs with the same seed and logs the same way.
+3. :class:`CheckVerdicts`, an nbgrader preprocessor running in the grading worker, walks each grade cell
+   that passed in the kernel: every check of the reference log must appear in the student's log, in
+   order, and the student's value must agree with the *reference run's* oracle value under the
+   reference's tolerance, compared here with clean NumPy. A cell that passed in the kernel but fails
+   here gets an error output (so nbgrader scores it zero) and the submission is flagged.
+
+What this cannot see is documented in the README (*Tamper-proof verdicts*): a check whose value the test
+derives from the student's own code (``check_true`` conditions, an accuracy of the student's model) has
+no oracle value outside the kernel, so only its pass/fail record is compared.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import numpy as np
+from nbformat import NotebookNode
+from nbformat.v4 import new_output
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Unicode
+
+from cml import check_log, checks
+from cml.check_log import SEED_VARIABLE, UndecodableValue, decode
+from cml.instructor.execution import CHECK_RECORDS, ResilientExecute, report_problem
+
+__all__ = ["VERDICT_MISMATCH", "CheckVerdicts", "draw_seed", "judge_cell", "record_reference"]
+
+VERDICT_MISMATCH = "VerdictMismatch"
+"""``ename`` of the error given to a grade cell that passed in the kernel but not in the grader."""
+
+
+def draw_seed() -> int:
+    """A grading seed no one can know before grading starts."""
+    return secrets.randbelow(2**31)
+
+
+def _grade_id(cell: NotebookNode) -> str | None:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta.get("grade_id") if meta.get("grade") and cell.cell_type == "code" else None
+
+
+def _has_error(cell: NotebookNode) -> bool:
+    return any(output.get("output_type") == "error" for output in cell.get("outputs", []))
+
+
+def record_reference(source: Path, seed: int, scratch: Path, *, timeout: int = 120,
+                     environment: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run every notebook of the assignment folder ``source`` (the instructor's, with solutions) with ``seed``.
+
+    Returns ``{"seed": seed, "notebooks": {name: {grade_id: {"records": [...], "failed": bool}}}}``, the
+    check log of each grade cell, and whether the solution itself failed that cell (then nothing is judged
+    there). ``scratch`` is a folder to run in; ``environment`` adds kernel variables, as for the students.
+    """
+    notebooks: dict[str, dict] = {}
+    for path in sorted(source.glob("*.ipynb")):
+        folder = scratch / path.stem
+        shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
+        executor = ResilientExecute(timeout=timeout, check_log=str(scratch / f"{path.stem}.checks.jsonl"),
+                                    extra_environment={**(environment or {}), SEED_VARIABLE: str(seed)})
+        resources: dict[str, Any] = {"metadata": {"path": str(folder)}}
+        notebook, resources = executor.preprocess(nbformat.read(path, as_version=4), resources)
+        logged = resources.get(CHECK_RECORDS, {})
+        notebooks[path.stem] = {
+            grade_id: {"records": logged.get(index, []), "failed": _has_error(cell)}
+            for index, cell in enumerate(notebook.cells) if (grade_id := _grade_id(cell))
+        }
+    return {"seed": seed, "notebooks": notebooks}
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    return None if value is None else tuple(int(size) for size in np.asarray(value).reshape(-1))
+
+
+def _judge(reference: dict, student: dict) -> None:
+    """Give the reference record's check again on the student's value; raises ``CheckFailed`` if it fails."""
+    kind, check_id = reference["kind"], reference["id"]
+    if kind == "verdict":
+        checks.check_true(check_id, student.get("passed") is True, "this check did not pass.")
+        return
+    if kind == "skip":
+        return
+    actual, expected = decode(student.get("actual")), decode(reference.get("expected"))
+    parameters = reference.get("parameters", {})
+    if kind == "close":
+        checks.check_close(check_id, actual, expected, rtol=parameters["rtol"], atol=parameters["atol"])
+    elif kind == "equal":
+        checks.check_equal(check_id, actual, expected)
+    elif kind == "shape":
+        checks.check_true(check_id, _shape(actual) == _shape(expected),
+                          f"the result should have shape {_shape(expected)}, got {_shape(actual)}.")
+    elif kind == "gradient":
+        checks.check_shape(check_id, np.asarray(actual), np.shape(expected), what="the gradient")
+        error = checks.rel_error(actual, expected)
+        checks.check_true(check_id, error <= parameters["tolerance"],
+                          f"the gradient disagrees with the reference's finite differences (relative error {error:.2e}).")
+    elif kind == "accuracy":
+        value = float(np.asarray(actual, dtype=np.float64).reshape(-1)[0])
+        checks.check_true(check_id, 0.0 <= value <= 1.0 and value >= float(expected),
+                          f"the accuracy {value:.3f} does not reach {float(expected):.3f}.")
+    elif kind == "parameters":
+        _judge_parameters(check_id, actual, expected, parameters)
+    else:
+        checks.check_true(check_id, False, f"the grader does not know checks of kind {kind!r}.")
+
+
+def _judge_parameters(check_id: str, actual: Any, expected: Any, parameters: dict) -> None:
+    if not isinstance(actual, dict) or set(actual) != set(expected):
+        checks.check_true(check_id, False, "the model's parameters are not the expected ones.")
+    for name, target in expected.items():
+        value = np.asarray(actual[name], dtype=np.float64)
+        target = np.asarray(target, dtype=np.float64)
+        checks.check_true(check_id, value.shape == target.shape and
+                          bool(np.allclose(value, target, rtol=parameters["rtol"], atol=parameters["atol"])),
+                          f"the parameter '{name}' differs from the reference's.")
+
+
+def judge_cell(reference: list[dict], student: list[dict]) -> str | None:
+    """``None`` when the student's log of one grade cell holds every reference check, in order, each passing
+    against the reference's values; otherwise why not.
+
+    Each reference record is matched with the *first* student record of the same kind and id after the
+    previous match, and judged there: extra records (the student's own, or forged ones) are skipped, but a
+    forged record cannot be followed by a second guess.
+    """
+    position = 0
+    check_log.suspended = True
+    try:
+        for expected in reference:
+            key = (expected.get("kind"), expected.get("id"))
+            match = next((index for index in range(position, len(student))
+                          if (student[index].get("kind"), student[index].get("id")) == key), None)
+            if match is None:
+                return f"the check [{key[1]}] never reported its result to the grader"
+            position = match + 1
+            try:
+                _judge(expected, student[match])
+            except checks.CheckFailed as failure:
+                return str(failure)
+            except (UndecodableValue, KeyError, TypeError, ValueError) as error:
+                return f"the check [{key[1]}] reported an unreadable value ({type(error).__name__})"
+    finally:
+        check_log.suspended = False
+    return None
+
+
+class CheckVerdicts(NbGraderPreprocessor):
+    """After execution: zero every grade cell whose checks pass in the kernel but not against the reference."""
+
+    reference_file = Unicode("", help="The JSON written from record_reference(); empty: do nothing.").tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        if not self.reference_file:
+            return nb, resources
+        reference = json.loads(Path(self.reference_file).read_text())
+        cells = reference["notebooks"].get(resources.get("unique_key", ""), {})
+        logged = resources.get(CHECK_RECORDS, {})
+        for index, cell in enumerate(nb.cells):
+            grade_id = _grade_id(cell)
+            if grade_id not in cells or cells[grade_id]["failed"] or _has_error(cell):
+                continue
+            reason = judge_cell(cells[grade_id]["records"], logged.get(index, []))
+            if reason is None:
+                continue
+            report_problem(f"{grade_id} passed in the notebook but not the grader's own check "
+                           f"(likely tampering with the tests): {reason}")
+            cell.outputs.append(new_output(
+                "error", ename=VERDICT_MISMATCH, evalue=reason,
+                traceback=[f"{VERDICT_MISMATCH}: the tests in this cell passed inside the notebook, but the "
+                           f"grader's own comparison, made outside the notebook, disagrees: {reason}. "
+                           "The cell scores zero and the submission is flagged for review."]))
+        return nb, resources

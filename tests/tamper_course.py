@@ -1,0 +1,140 @@
+"""A three-exercise assignment graded through ``cml.checks``, and submissions that try to cheat it.
+
+Every attack is added to the same wrong code, ``WRONG``: functions that only know the visible tests'
+answers. Graded honestly that code scores zero; each attack tampers with the tests from inside the
+kernel so that it would score full marks in plain nbgrader.
+"""
+
+from __future__ import annotations
+
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from cml.instructor.notebooks import grade_id
+
+SETUP = "import numpy as np\nimport torch\nfrom cml.checks import check_close, check_equal, grading_seed"
+CORRECT = {
+    "answer_sigmoid": "def sigmoid(z):\n    return 1 / (1 + np.exp(-np.asarray(z, dtype=float)))",
+    "answer_count": "def count_positive(x):\n    return int(np.sum(np.asarray(x) > 0))",
+    "answer_scale": "def scale(t):\n    return 3 * t",
+}
+TESTS = {
+    "test_sigmoid": (2, 'check_close("sigmoid.zero", sigmoid(np.zeros(3)), np.full(3, 0.5))',
+                     "_z = np.random.default_rng(grading_seed(11)).normal(size=6)\n"
+                     'check_close("sigmoid.random", sigmoid(_z), 1 / (1 + np.exp(-_z)))'),
+    "test_count": (1, 'check_equal("count.small", count_positive([1, -2, 3]), 2)',
+                   "_x = np.random.default_rng(grading_seed(12)).normal(size=9)\n"
+                   'check_equal("count.random", count_positive(_x), int(np.sum(_x > 0)))'),
+    "test_scale": (1, 'check_close("scale.ones", scale(torch.ones(2)), torch.full((2,), 3.0))',
+                   "_t = torch.randn(4, generator=torch.Generator().manual_seed(grading_seed(13)))\n"
+                   'check_close("scale.random", scale(_t), 3 * _t)'),
+}
+WRONG = {
+    "answer_sigmoid": "def sigmoid(z):\n    return np.full(np.shape(z), 0.5)",
+    "answer_count": "def count_positive(x):\n    return 2",
+    "answer_scale": "def scale(t):\n    return torch.full(t.shape, 3.0)",
+}
+
+# Each attack runs before the wrong code, in the first answer cell.
+ATTACKS = {
+    "patch_comparisons": """
+np.isclose = lambda a, b, **kw: np.ones(np.broadcast(np.asarray(a), np.asarray(b)).shape, dtype=bool)
+np.allclose = lambda *a, **kw: True
+np.array_equal = lambda *a, **kw: True
+np.testing.assert_allclose = lambda *a, **kw: None
+np.testing.assert_array_equal = lambda *a, **kw: None
+torch.allclose = lambda *a, **kw: True
+torch.equal = lambda *a, **kw: True
+torch.testing.assert_close = lambda *a, **kw: None
+np.sum = lambda *a, **kw: 0
+""",
+    "stub_helpers": """
+import cml.checks
+cml.checks.check_close = cml.checks.check_equal = lambda *a, **kw: None
+check_close = check_equal = lambda *a, **kw: None
+""",
+    "stub_verdict": """
+import cml.checks
+cml.checks._verdict = lambda *a, **kw: None
+""",
+    "reseed": """
+_real_rng, _RealGenerator = np.random.default_rng, torch.Generator
+class _FixedGenerator:
+    def __new__(cls, *args, **kwargs):
+        generator = _RealGenerator(*args, **kwargs)
+        return type("G", (), {"manual_seed": lambda self, seed: generator.manual_seed(0)})()
+np.random.default_rng = lambda *a, **kw: _real_rng(0)
+torch.Generator = _FixedGenerator
+np.random.seed(0); torch.manual_seed(0)
+_z0 = _real_rng(0).normal(size=6)
+_x0 = _real_rng(0).normal(size=9)
+_t0 = torch.randn(4, generator=_RealGenerator().manual_seed(0))
+# A table of answers for the inputs the tests will now draw: right there, wrong everywhere else.
+_SIGMOID = {_z0.tobytes(): 1 / (1 + np.exp(-_z0))}
+_COUNT = {_x0.tobytes(): int(np.sum(_x0 > 0))}
+""",
+    "fake_records": """
+import json, os
+import cml.checks
+from cml import check_log
+def _forge(kind, check_id, value):
+    with open(os.environ.get(check_log.LOG_VARIABLE, os.devnull), "a") as log:
+        log.write(json.dumps({"kind": kind, "id": check_id, "actual": check_log.encode(value),
+                              "expected": check_log.encode(value),
+                              "parameters": {"rtol": 1e9, "atol": 1e9}}) + "\\n")
+        log.write(json.dumps({"kind": "verdict", "id": check_id, "passed": True}) + "\\n")
+def _fake_close(check_id, actual, expected, **kw):
+    _forge("close", check_id, actual)
+def _fake_equal(check_id, actual, expected, **kw):
+    _forge("equal", check_id, actual)
+cml.checks.check_close, cml.checks.check_equal = _fake_close, _fake_equal
+check_close, check_equal = _fake_close, _fake_equal
+cml.checks.records.append(cml.checks.CheckRecord("sigmoid.random", True))
+""",
+}
+RESEED_WRONG = {
+    "answer_sigmoid": "def sigmoid(z):\n    z = np.asarray(z, dtype=float)\n"
+                      "    return _SIGMOID[z.tobytes()] if z.tobytes() in _SIGMOID else np.full(z.shape, 0.5)",
+    "answer_count": "def count_positive(x):\n    x = np.asarray(x, dtype=float)\n"
+                    "    return _COUNT.get(x.tobytes(), 2)",
+    "answer_scale": "def scale(t):\n    return 3 * _t0 if t.shape == _t0.shape and bool((t == _t0).all()) "
+                    "else torch.full(t.shape, 3.0)",
+}
+
+
+def _cell(kind: str, identifier: str, source: str, points: int = 0):
+    flags = {"solution": {"solution": True, "grade": False, "locked": False},
+             "tests": {"solution": False, "grade": True, "locked": True, "points": points},
+             "readonly": {"solution": False, "grade": False, "locked": True}}[kind]
+    cell = new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade_id": identifier, "schema_version": 3, **flags}
+    return cell
+
+
+def source_notebook():
+    cells = [new_markdown_cell("# Checks under attack"), _cell("readonly", "setup", SETUP)]
+    for (answer, body), (test, (points, visible, hidden)) in zip(CORRECT.items(), TESTS.items()):
+        header, _, rest = body.partition("\n")
+        cells.append(_cell("solution", answer, f"{header}\n    ### BEGIN SOLUTION\n{rest}\n    ### END SOLUTION"))
+        cells.append(_cell("tests", test, f"{visible}\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS", points))
+    return new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+
+
+def student_notebook(answers: dict[str, str], attack: str = ""):
+    """The release version with ``answers`` filled in and ``attack`` run first; hidden tests removed."""
+    notebook = source_notebook()
+    for cell in notebook.cells:
+        identifier = grade_id(cell)
+        if identifier in answers:
+            cell.source = (attack + "\n" if identifier == "answer_sigmoid" else "") + answers[identifier]
+        elif identifier and identifier.startswith("test_"):
+            cell.source = cell.source.split("### BEGIN HIDDEN TESTS")[0].rstrip()
+    return notebook
+
+
+def class_of_attackers() -> dict[str, object]:
+    """``{student: notebook}``: the correct and the wrong code graded honestly, and every attack."""
+    students = {"honest_correct": student_notebook(CORRECT), "honest_wrong": student_notebook(WRONG)}
+    for name, attack in ATTACKS.items():
+        students[name] = student_notebook(RESEED_WRONG if name == "reseed" else WRONG, attack)
+    return students

@@ -1,0 +1,117 @@
+"""Verdicts outside the kernel: no tampering from inside a notebook raises its score.
+
+The class (:mod:`tamper_course`) is graded twice: by plain ``nbgrader autograde``, where each attack
+works (the test checks that it does, so the class is a real threat), and by ``cml-course grade``,
+where every attack scores at most what its code earns honestly, and honest code scores exactly what
+plain nbgrader gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from tamper_course import ATTACKS, class_of_attackers, source_notebook
+
+from cml import check_log
+from cml.instructor.autograde import autograde
+from cml.instructor.classgrade import grade_class
+from cml.instructor.notebooks import Course
+from cml.instructor.verdicts import judge_cell
+from cml.instructor.worker import Limits
+
+REPO = Path(__file__).resolve().parents[1]
+LIMITS = Limits(cell_timeout=60, time_limit=300, memory_mb=3000)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, object]:
+    root = tmp_path_factory.mktemp("tamper")
+    course = Course(root / "course")
+    (course.root / "source" / "tamper").mkdir(parents=True)
+    shutil.copy(REPO / "nbgrader_config.py", course.root / "nbgrader_config.py")
+    nbformat.write(source_notebook(), course.root / "source" / "tamper" / "tamper.ipynb")
+    for student, notebook in class_of_attackers().items():
+        (root / "submitted" / student / "tamper").mkdir(parents=True)
+        nbformat.write(notebook, root / "submitted" / student / "tamper" / "tamper.ipynb")
+    run = grade_class(course, root / "submitted", root / "work", workers=2, limits=LIMITS, progress=False,
+                      feedback=False)
+    ours = {outcome.student: outcome for outcome in run.outcomes}
+    plain = {row.student: row.code_score for row in autograde(course, root / "submitted", root / "plain")}
+    return ours, plain, run
+
+
+def test_every_attack_works_against_plain_nbgrader(graded) -> None:
+    _, plain, _ = graded
+    assert plain["honest_correct"] == 4 and plain["honest_wrong"] == 0
+    for attack in ATTACKS:
+        assert plain[attack] > plain["honest_wrong"], f"{attack} is no threat to plain nbgrader: {plain[attack]}"
+
+
+def test_honest_code_scores_what_plain_nbgrader_gives(graded) -> None:
+    ours, plain, _ = graded
+    for student in ("honest_correct", "honest_wrong"):
+        assert ours[student].code_total() == plain[student], ours[student].notes
+        assert ours[student].status == "graded", ours[student].notes
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_no_attack_scores_more_than_its_code_honestly_earns(graded, attack: str) -> None:
+    ours, plain, _ = graded
+    outcome = ours[attack]
+    assert outcome.code_total() <= plain["honest_wrong"], (attack, outcome.payload, outcome.notes)
+    # Every cell the attack won inside the kernel is zeroed, and said to be likely tampering.
+    assert outcome.status == "flagged"
+    assert any("likely tampering" in note for note in outcome.notes), outcome.notes
+
+
+def test_the_run_reports_its_seed_and_the_seed_reaches_the_tests(graded) -> None:
+    _, _, run = graded
+    report = json.loads(run.json_report.read_text())
+    assert isinstance(report["grading_seed"], int)
+    assert not [note for note in run.run_notes if "reference" in note or "solution fails" in note], run.run_notes
+
+
+def _close_record(check_id: str, actual, expected) -> list[dict]:
+    return [{"kind": "close", "id": check_id, "actual": check_log.encode(actual), "expected": check_log.encode(expected),
+             "parameters": {"rtol": 1e-6, "atol": 1e-8}}, {"kind": "verdict", "id": check_id, "passed": True}]
+
+
+def test_judge_cell_matches_in_order_and_allows_one_guess_per_check() -> None:
+    reference = _close_record("a", [1.0, 2.0], [1.0, 2.0]) + _close_record("b", 3.0, 3.0)
+    assert judge_cell(reference, _close_record("a", [1.0, 2.0], 0) + _close_record("b", 3.0, 0)) is None
+    # The student's own values are compared with the reference's oracle, not with what the kernel claimed.
+    assert "sigmoid" not in (judge_cell(reference, _close_record("a", [1.0, 2.5], [1.0, 2.5])
+                                         + _close_record("b", 3.0, 3.0)) or "sigmoid")
+    assert judge_cell(reference, _close_record("a", [1.0, 2.5], [1.0, 2.5]) + _close_record("b", 3.0, 3.0))
+    # A missing check, a forged first guess followed by the right value, and a wrong order all fail.
+    assert "never reported" in judge_cell(reference, _close_record("a", [1.0, 2.0], 0))
+    assert judge_cell(reference, _close_record("a", [9.0, 9.0], 0) + _close_record("a", [1.0, 2.0], 0)
+                      + _close_record("b", 3.0, 0))
+    assert judge_cell(reference, _close_record("b", 3.0, 0) + _close_record("a", [1.0, 2.0], 0))
+    # A failed verdict record fails, and so does an unreadable value.
+    failed = _close_record("a", [1.0, 2.0], 0)
+    failed[1]["passed"] = False
+    assert judge_cell(reference[:2], failed)
+    unreadable = _close_record("a", [1.0, 2.0], 0)
+    unreadable[0]["actual"] = {"dtype": "O", "shape": [1], "data": ""}
+    assert "unreadable" in judge_cell(reference[:2], unreadable)
+
+
+def test_check_log_values_round_trip_and_refuse_objects() -> None:
+    for value in (np.arange(6.0).reshape(2, 3), np.int64(3), True, "text", None, {"w": np.ones(2)}):
+        decoded = check_log.decode(json.loads(json.dumps(check_log.encode(value))))
+        if isinstance(value, dict):
+            np.testing.assert_array_equal(decoded["w"], value["w"])
+        elif isinstance(value, np.ndarray | np.int64):
+            np.testing.assert_array_equal(decoded, value)
+        else:
+            assert decoded == value
+    with pytest.raises(check_log.UndecodableValue):
+        check_log.decode({"dtype": "<f8", "shape": [3], "data": "AAAA"})
+    with pytest.raises(check_log.UndecodableValue):
+        check_log.decode({"dtype": "|O", "shape": [1], "data": "AAAAAAAAAAA="})
