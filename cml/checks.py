@@ -125,11 +125,16 @@ def numerical_gradient(function: Callable[[np.ndarray], Any], x: Any, eps: float
     return gradient
 
 
-def _observe(kind: str, check_id: str, actual: Any, expected: Any, **parameters: float) -> None:
-    """Log what a check is about to compare (the student's ``actual``, the oracle's ``expected``), for the grader."""
+def _observe(kind: str, check_id: str, actual: Any, expected: Any, *, derived: bool = False,
+             **parameters: float) -> None:
+    """Log what a check is about to compare (the student's ``actual``, the oracle's ``expected``), for the grader.
+
+    ``derived``: the expected value comes from the student's own code too, so the grader compares the two
+    logged values again instead of comparing ``actual`` with the reference run's ``expected``.
+    """
     if check_log.enabled():
         check_log.write({"kind": kind, "id": check_id, "actual": check_log.encode(actual),
-                        "expected": check_log.encode(expected), "parameters": parameters})
+                         "expected": check_log.encode(expected), "derived": derived, "parameters": parameters})
 
 
 def skip(check_id: str, reason: str) -> None:
@@ -180,15 +185,18 @@ def check_close(
     rtol: float = 1e-6,
     atol: float = 1e-8,
     what: str = "the result",
+    expected_from_student: bool = False,
 ) -> None:
     """Check ``actual`` against ``expected`` element-wise: ``|a - e| <= atol + rtol * |e|``.
 
     A size-1 result is accepted where a scalar is expected (``loss_i`` may return ``[0.3]``);
     otherwise the shapes must match exactly, so that broadcasting cannot hide a wrong shape.
+    ``expected_from_student=True`` says that ``expected`` is computed from the student's code as well (a
+    second run that must reproduce the first, say); see :mod:`cml.instructor.verdicts`.
     """
     expected_array = np.asarray(_host_copy(expected), dtype=np.float64)
     actual_array = _as_float_array(check_id, actual, what)
-    _observe("close", check_id, actual_array, expected_array, rtol=rtol, atol=atol)
+    _observe("close", check_id, actual_array, expected_array, derived=expected_from_student, rtol=rtol, atol=atol)
     if expected_array.ndim == 0 and actual_array.size == 1:
         actual_array = actual_array.reshape(())
     if actual_array.shape != expected_array.shape:
@@ -211,10 +219,14 @@ def check_close(
     )
 
 
-def check_equal(check_id: str, actual: Any, expected: Any, *, what: str = "the result") -> None:
-    """Check exact equality of integer-like arrays (labels, indices, counts) or plain values."""
+def check_equal(check_id: str, actual: Any, expected: Any, *, what: str = "the result",
+                expected_from_student: bool = False) -> None:
+    """Check exact equality of integer-like arrays (labels, indices, counts) or plain values.
+
+    ``expected_from_student``: as for :func:`check_close`.
+    """
     actual, expected = _host_copy(actual), _host_copy(expected)
-    _observe("equal", check_id, actual, expected)
+    _observe("equal", check_id, actual, expected, derived=expected_from_student)
     if isinstance(expected, (np.ndarray, list, tuple)):
         actual_array, expected_array = np.asarray(actual), np.asarray(expected)
         if actual_array.shape != expected_array.shape:

@@ -97,6 +97,12 @@ def test_judge_cell_matches_in_order_and_allows_one_guess_per_check() -> None:
     failed = _close_record("a", [1.0, 2.0], 0)
     failed[1]["passed"] = False
     assert judge_cell(reference[:2], failed)
+    # A check whose expected value comes from the student's code too is compared with the student's expected
+    # value (two runs of the student's that must agree), still here, with the reference's tolerance.
+    derived = _close_record("r", [5.0], [5.0])
+    derived[0]["derived"] = True
+    assert judge_cell(derived, _close_record("r", [7.0], [7.0])) is None
+    assert "wrong" in judge_cell(derived, _close_record("r", [7.0], [7.5]))
     unreadable = _close_record("a", [1.0, 2.0], 0)
     unreadable[0]["actual"] = {"dtype": "O", "shape": [1], "data": ""}
     assert "unreadable" in judge_cell(reference[:2], unreadable)

@@ -33,6 +33,7 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
+from traitlets.config import Config
 
 from cml import check_log, checks
 from cml.check_log import SEED_VARIABLE, UndecodableValue, decode
@@ -70,7 +71,11 @@ def record_reference(source: Path, seed: int, scratch: Path, *, timeout: int = 1
     for path in sorted(source.glob("*.ipynb")):
         folder = scratch / path.stem
         shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
-        executor = ResilientExecute(timeout=timeout, check_log=str(scratch / f"{path.stem}.checks.jsonl"),
+        config = Config()
+        config.KernelManager.transport = "ipc"  # as the students' kernels, and without TCP's warning on stderr
+        config.KernelManager.ip = str(scratch / f"{path.stem}.kernel")
+        executor = ResilientExecute(config=config, timeout=timeout,
+                                    check_log=str(scratch / f"{path.stem}.checks.jsonl"),
                                     extra_environment={**(environment or {}), SEED_VARIABLE: str(seed)})
         resources: dict[str, Any] = {"metadata": {"path": str(folder)}}
         notebook, resources = executor.preprocess(nbformat.read(path, as_version=4), resources)
@@ -94,7 +99,9 @@ def _judge(reference: dict, student: dict) -> None:
         return
     if kind == "skip":
         return
-    actual, expected = decode(student.get("actual")), decode(reference.get("expected"))
+    # A derived expected value comes from the student's code: only the comparison can be given again.
+    actual = decode(student.get("actual"))
+    expected = decode((student if reference.get("derived") else reference).get("expected"))
     parameters = reference.get("parameters", {})
     if kind == "close":
         checks.check_close(check_id, actual, expected, rtol=parameters["rtol"], atol=parameters["atol"])
