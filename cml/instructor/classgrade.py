@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 import cml
 from cml.instructor.autograde import prepare_workdir
-from cml.instructor.gradebook import merge_submission
+from cml.instructor.gradebook import add_assignments, merge_submission, use_database
 from cml.instructor.grader import GRADING_ENVIRONMENT
 from cml.instructor.notebooks import Course
 from cml.instructor.release import nbgrader_environment, run_nbgrader
@@ -48,7 +48,8 @@ from cml.instructor.sandbox import write_kernelspec
 from cml.instructor.watchdog import become_subreaper, kill_processes
 from cml.instructor.worker import Job, Limits, Outcome, WorkerSettings, grade_submission
 
-__all__ = ["SANDBOX_UID_BASE", "GradingRun", "copy_submissions", "default_workers", "format_outcomes", "grade_class"]
+__all__ = ["SANDBOX_UID_BASE", "GradingRun", "copy_submissions", "default_workers", "format_outcomes", "grade_class",
+           "prepare_grading_process"]
 
 SANDBOX_UID_BASE = 64200
 """Worker ``i`` runs its kernels as user id ``SANDBOX_UID_BASE + i`` when grading as root."""
@@ -125,13 +126,20 @@ def _unprivileged_user_works(uid: int) -> bool:
     return probe.returncode == 0
 
 
-def _serve(index: int, connection: Connection, settings: WorkerSettings) -> None:
-    """A worker process: grade the jobs the parent sends until it sends ``None``."""
+def prepare_grading_process(kernelspecs: str) -> None:
+    """Once in every process that runs :func:`~cml.instructor.worker.grade_submission` (a local worker, a Dask
+    worker): adopt the kernels' orphans, find the sandbox kernelspec in ``kernelspecs``, set the kernels'
+    environment."""
     become_subreaper()
     # nbgrader's autograde makes SQLAlchemy warn about autoflush on every new submission; it is harmless.
     warnings.filterwarnings("ignore", category=SAWarning)
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [settings.kernelspecs, os.environ.get("JUPYTER_PATH")]))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [kernelspecs, os.environ.get("JUPYTER_PATH")]))
     os.environ.update(GRADING_ENVIRONMENT)
+
+
+def _serve(index: int, connection: Connection, settings: WorkerSettings) -> None:
+    """A worker process: grade the jobs the parent sends until it sends ``None``."""
+    prepare_grading_process(settings.kernelspecs)
     while True:
         job = connection.recv()
         if job is None:
@@ -146,6 +154,20 @@ class _Slot:
     connection: Connection
     job: Job | None = None
     started: float = 0.0
+
+
+def _take_jobs(feed: queue.Queue, pending: deque[Job], on_outcome: Callable[[Outcome], None], busy: bool) -> bool:
+    """Move the jobs that have arrived on ``feed`` to ``pending`` (ready outcomes go straight to ``on_outcome``),
+    waiting a little for some when there is nothing else to do; True once the feed has ended (``None``)."""
+    while True:
+        try:
+            batch = feed.get(timeout=0.2) if not pending and not busy else feed.get_nowait()
+        except queue.Empty:
+            return False
+        if batch is None:
+            return True
+        for item in batch:
+            on_outcome(item) if isinstance(item, Outcome) else pending.append(item)
 
 
 class _WorkerPool:
@@ -174,16 +196,7 @@ class _WorkerPool:
         fed = False
         deadline = self.settings.limits.time_limit + _GRACE_SECONDS
         while not fed or pending or any(slot.job for slot in self.slots):
-            while not fed:
-                try:
-                    batch = feed.get(timeout=0.2) if not pending and not any(s.job for s in self.slots) \
-                        else feed.get_nowait()
-                except queue.Empty:
-                    break
-                if batch is None:
-                    fed = True
-                for item in batch or []:
-                    on_outcome(item) if isinstance(item, Outcome) else pending.append(item)
+            fed = fed or _take_jobs(feed, pending, on_outcome, busy=any(slot.job for slot in self.slots))
             for slot in self.slots:
                 if slot.job is None and pending:
                     slot.job, slot.started = pending.popleft(), time.monotonic()
@@ -234,12 +247,18 @@ def _kill_tree(pid: int) -> None:
 
 class _GradebookWriter:
     """The one writer of the class gradebook. It is built by ``generate_assignment`` in a separate file while
-    grading starts; grades that arrive before it is complete wait, then go in one by one."""
+    grading starts; grades that arrive before it is complete wait, then go in one by one.
 
-    def __init__(self, database: Path, building: Path) -> None:
+    With ``db_url`` (a PostgreSQL database, say) the class gradebook is that database instead: once the
+    assignments are generated, nbgrader records them there too, keeping what the database already holds."""
+
+    def __init__(self, database: Path, building: Path, db_url: str | None = None,
+                 assignments: list[str] | None = None) -> None:
         self.database, self.building = database, building
+        self.db_url, self.assignments = db_url, assignments or []
         self.ready = threading.Event()
         self.waiting: list[Outcome] = []
+        self.problem: str | None = None
 
     def merge(self, outcome: Outcome) -> None:
         if outcome.payload:
@@ -250,15 +269,25 @@ class _GradebookWriter:
     def flush(self) -> None:
         if not self.ready.is_set() or not self.waiting:
             return
-        with Gradebook(f"sqlite:///{self.database}") as gradebook:
+        with Gradebook(self.db_url or f"sqlite:///{self.database}") as gradebook:
             for outcome in self.waiting:
                 merge_submission(gradebook, outcome.student, outcome.assignment, outcome.payload,
                                  flagged=outcome.status != "graded")
         self.waiting.clear()
 
     def publish(self) -> None:
-        """Called once every assignment is generated: the built gradebook becomes the class gradebook."""
-        shutil.copy(self.building, self.database)
+        """Called once every assignment is generated: the built gradebook becomes the class gradebook (with a
+        ``db_url``, the generated assignments go into that database; if they cannot, no grade goes there)."""
+        if self.db_url is None:
+            shutil.copy(self.building, self.database)
+        else:
+            generated = [name for name in self.assignments if (self.building.parent / f"{name}.db").exists()]
+            try:
+                add_assignments(self.database.parent, generated)
+            except RuntimeError as error:
+                self.problem = (f"no grade was written to the gradebook database: {str(error).strip().splitlines()[-1]}"
+                                f" (see {self.database.parent / 'grading.log'})")
+                return
         self.ready.set()
 
 
@@ -328,8 +357,16 @@ def grade_class(
     sandbox: bool = True,
     feedback: bool = True,
     progress: bool = True,
+    cluster: str | None = None,
+    db_url: str | None = None,
 ) -> GradingRun:
-    """Autograde every submission in ``submissions/<student>/<assignment>/`` into the nbgrader course ``workdir``."""
+    """Autograde every submission in ``submissions/<student>/<assignment>/`` into the nbgrader course ``workdir``.
+
+    ``cluster``: grade on Dask workers instead of local processes, ``"local"`` for a cluster of ``workers``
+    processes on this machine, else a scheduler's address (:mod:`cml.instructor.cluster`). ``db_url``: the class
+    gradebook is that database (an SQLAlchemy URL, e.g. ``postgresql://grader@dbhost/grades``) instead of
+    ``workdir/gradebook.db``.
+    """
     started = time.perf_counter()
     limits = limits or Limits()
     os.environ.update(nbgrader_environment())  # the workers inherit it
@@ -337,6 +374,8 @@ def grade_class(
     workers = max(1, workers or default_workers())
     prepare_workdir(course, workdir, assignments)
     workdir.chmod(0o700)
+    if db_url:
+        use_database(workdir, db_url)
     run_notes = copy_submissions(submissions, workdir / "submitted")
     if sandbox and not sys.platform.startswith("linux"):
         run_notes.append(f"no sandbox: kernels are isolated on Linux only, not on {sys.platform}")
@@ -353,7 +392,8 @@ def grade_class(
         worker_dirs = [scratch / f"worker-{index}" for index in range(workers)]
         for folder in worker_dirs:
             folder.mkdir(mode=0o711)
-        uid_base = SANDBOX_UID_BASE if sandbox and os.geteuid() == 0 else None
+        # Dask workers choose their kernels' user themselves.
+        uid_base = SANDBOX_UID_BASE if sandbox and os.geteuid() == 0 and cluster is None else None
         if uid_base is not None and not _unprivileged_user_works(uid_base):
             run_notes.append("kernels run as the grader's user: an unprivileged user cannot read the Python "
                               "environment")
@@ -364,7 +404,7 @@ def grade_class(
                                   sandbox=sandbox, uid_base=uid_base, feedback=feedback,
                                   hidden_paths=tuple(str(path) for path in hidden if sandbox and path.is_dir()))
         bar = tqdm(total=len(jobs), unit="submission", disable=not progress, dynamic_ncols=True)
-        writer = _GradebookWriter(workdir / "gradebook.db", templates / "building.db")
+        writer = _GradebookWriter(workdir / "gradebook.db", templates / "building.db", db_url, assignments)
         feed: queue.Queue = queue.Queue()
 
         def record(outcome: Outcome) -> None:
@@ -375,7 +415,13 @@ def grade_class(
 
         # Workers start (and import nbgrader) while the assignments are generated; each assignment's
         # submissions are handed out as soon as it is ready.
-        pool = _WorkerPool(workers, settings)
+        if cluster is None:
+            pool = _WorkerPool(workers, settings)
+        else:
+            from cml.instructor.cluster import DaskPool  # not at the top: it imports this module
+
+            pool = DaskPool(None if cluster == "local" else cluster, workers, settings)
+            run_notes.append(pool.description)
         generator = threading.Thread(target=_generate_assignments, daemon=True,
                                      args=(workdir, assignments, templates, jobs, feed, writer))
         generator.start()
@@ -386,6 +432,7 @@ def grade_class(
             bar.close()
         generator.join()
         writer.flush()
+        run_notes += [writer.problem] if writer.problem else []
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     outcomes.sort(key=lambda o: (o.assignment, o.student))

@@ -6,6 +6,7 @@
     cml-course examples OUT           write the bundled example submissions as OUT/<student>/<assignment>/
     cml-course autograde SUBMITTED    autograde a folder of submissions with plain nbgrader, one by one
     cml-course grade SUBMITTED [A ...] grade a class in parallel and sandboxed: gradebook, feedback, report
+                                      (--cluster ADDRESS: on a Dask cluster; --db URL: the gradebook in a database)
     cml-course demo                   the main job: check the release, autograde the examples, print grades
     cml-course cases A [CASE ...]     grade the described test submissions of tests/submissions/A
 """
@@ -139,14 +140,15 @@ def command_grade(arguments: argparse.Namespace) -> int:
     limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=arguments.time_limit, memory_mb=memory)
     run = grade_class(course, arguments.submitted.resolve(), arguments.workdir.resolve(), arguments.assignments,
                       workers=arguments.workers, limits=limits, sandbox=not arguments.no_sandbox,
-                      feedback=not arguments.no_feedback,
-                      progress=not arguments.no_progress)
+                      feedback=not arguments.no_feedback, progress=not arguments.no_progress,
+                      cluster=arguments.cluster, db_url=arguments.db)
     print(format_outcomes(run.outcomes))
     print(f"\ngraded {len(run.outcomes)} submissions in {run.seconds:.1f} s with {run.workers} workers "
           f"({run.submissions_per_minute():.1f} per minute)")
     for note in run.run_notes:
         print(f"NOTE {note}")
-    print(f"report: {run.csv_report} and {run.json_report}; gradebook: {arguments.workdir / 'gradebook.db'}; "
+    gradebook = "the database given by --db" if arguments.db else arguments.workdir / "gradebook.db"
+    print(f"report: {run.csv_report} and {run.json_report}; gradebook: {gradebook}; "
           f"feedback: {arguments.workdir / 'feedback'}")
     return 1 if any(outcome.status == "failed" for outcome in run.outcomes) else 0
 
@@ -222,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--no-feedback", action="store_true",
                           help="no HTML feedback now (nbgrader generate_feedback writes it later, after manual grading)")
     parallel.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parallel.add_argument("--cluster", metavar="ADDRESS",
+                          help="grade on Dask workers: a scheduler's address (tcp://host:8786), or 'local' for "
+                               "--workers worker processes here")
+    parallel.add_argument("--db", metavar="URL",
+                          help="the class gradebook in this database (SQLAlchemy URL, e.g. "
+                               "postgresql://grader@dbhost/grades) instead of WORKDIR/gradebook.db")
     parallel.set_defaults(handler=command_grade)
     demo = commands.add_parser("demo", help="the main job on the bundled examples")
     demo.add_argument("--workdir", type=Path, default=Path("course_work"))
