@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         count = write_class(course, assignments, submitted, arguments.more)
         print(f"{count} honest submissions of {len(assignments)} assignments, {arguments.workers} workers", flush=True)
         limits = Limits(cell_timeout=arguments.cell_timeout)
-        options = dict(workers=arguments.workers, limits=limits, sandbox=not arguments.no_sandbox, feedback=False,
-                       progress=sys.stderr.isatty())
+        options = {"workers": arguments.workers, "limits": limits, "sandbox": not arguments.no_sandbox,
+                   "feedback": False, "progress": sys.stderr.isatty()}
         started = time.perf_counter()
         run = grade_class(course, submitted, root / "with", assignments, **options)
         with_verdicts = time.perf_counter() - started

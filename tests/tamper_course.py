@@ -19,14 +19,14 @@ CORRECT = {
 }
 TESTS = {
     "test_sigmoid": (2, 'check_close("sigmoid.zero", sigmoid(np.zeros(3)), np.full(3, 0.5))',
-                     "_z = np.random.default_rng(grading_seed(11)).normal(size=6)\n"
-                     'check_close("sigmoid.random", sigmoid(_z), 1 / (1 + np.exp(-_z)))'),
+                     ("_z = np.random.default_rng(grading_seed(11)).normal(size=6)\n"
+                      'check_close("sigmoid.random", sigmoid(_z), 1 / (1 + np.exp(-_z)))')),
     "test_count": (1, 'check_equal("count.small", count_positive([1, -2, 3]), 2)',
-                   "_x = np.random.default_rng(grading_seed(12)).normal(size=9)\n"
-                   'check_equal("count.random", count_positive(_x), int(np.sum(_x > 0)))'),
+                   ("_x = np.random.default_rng(grading_seed(12)).normal(size=9)\n"
+                    'check_equal("count.random", count_positive(_x), int(np.sum(_x > 0)))')),
     "test_scale": (1, 'check_close("scale.ones", scale(torch.ones(2)), torch.full((2,), 3.0))',
-                   "_t = torch.randn(4, generator=torch.Generator().manual_seed(grading_seed(13)))\n"
-                   'check_close("scale.random", scale(_t), 3 * _t)'),
+                   ("_t = torch.randn(4, generator=torch.Generator().manual_seed(grading_seed(13)))\n"
+                    'check_close("scale.random", scale(_t), 3 * _t)')),
 }
 WRONG = {
     "answer_sigmoid": "def sigmoid(z):\n    return np.full(np.shape(z), 0.5)",

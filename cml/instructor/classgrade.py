@@ -45,6 +45,7 @@ from cml.instructor.grader import GRADING_ENVIRONMENT
 from cml.instructor.notebooks import Course
 from cml.instructor.release import nbgrader_environment, run_nbgrader
 from cml.instructor.sandbox import write_kernelspec
+from cml.instructor.verdicts import draw_seed, record_reference
 from cml.instructor.watchdog import become_subreaper, kill_processes
 from cml.instructor.worker import Job, Limits, Outcome, WorkerSettings, grade_submission
 
@@ -291,10 +292,32 @@ class _GradebookWriter:
         self.ready.set()
 
 
+def _record_reference(workdir: Path, assignment: str, seed: int, templates: Path, timeout: int) -> list[str]:
+    """Run the assignment's solution with the grading seed and keep its check log, ``<assignment>.reference.json``,
+    for the verdicts given outside the kernels; notes on what went wrong."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"reference-{assignment}-", dir=templates))
+    try:
+        reference = record_reference(workdir / "source" / assignment, seed, scratch, timeout=timeout,
+                                     environment=GRADING_ENVIRONMENT)
+    except Exception as error:  # noqa: BLE001 - grading goes on with the kernels' own verdicts, and says so
+        why = f"{type(error).__name__}: {str(error)[:200]}"
+        return [f"{assignment}: no verdicts outside the kernels, the reference run failed: {why}"]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    (templates / f"{assignment}.reference.json").write_text(json.dumps(reference))
+    failed = sorted(grade_id for cells in reference["notebooks"].values()
+                    for grade_id, cell in cells.items() if cell["failed"])
+    if not failed:
+        return []
+    return [f"{assignment}: the solution fails {', '.join(failed)} with seed {seed}; those cells keep the kernel's verdict"]
+
+
 def _generate_assignments(workdir: Path, assignments: list[str], templates: Path, jobs: list[Job],
-                          feed: queue.Queue, writer: _GradebookWriter) -> None:
+                          feed: queue.Queue, writer: _GradebookWriter, seed: int | None = None,
+                          timeout: int = 120, run_notes: list[str] | None = None) -> None:
     """``nbgrader generate_assignment`` for each assignment, feeding its jobs to the pool once it is done
-    (or their failed outcomes, if it fails)."""
+    (or their failed outcomes, if it fails). With a grading ``seed``, the solution's reference run comes
+    first (:func:`_record_reference`)."""
     building = templates / "building.db"
     try:
         for assignment in assignments:
@@ -308,6 +331,9 @@ def _generate_assignments(workdir: Path, assignments: list[str], templates: Path
                 continue
             shutil.copy(building, templates / f"{assignment}.db")
             (templates / f"{assignment}.db").chmod(0o600)
+            if seed is not None and mine:
+                notes = _record_reference(workdir, assignment, seed, templates, timeout)
+                (run_notes if run_notes is not None else []).extend(notes)
             feed.put(mine)
     finally:
         if building.exists():
@@ -357,6 +383,7 @@ def grade_class(
     sandbox: bool = True,
     feedback: bool = True,
     progress: bool = True,
+    verdicts: bool = True,
     cluster: str | None = None,
     db_url: str | None = None,
 ) -> GradingRun:
@@ -366,6 +393,9 @@ def grade_class(
     processes on this machine, else a scheduler's address (:mod:`cml.instructor.cluster`). ``db_url``: the class
     gradebook is that database (an SQLAlchemy URL, e.g. ``postgresql://grader@dbhost/grades``) instead of
     ``workdir/gradebook.db``.
+
+    With ``verdicts`` (the default), every grade cell is also judged outside the kernel against a run of the
+    solution with a seed drawn now (:mod:`cml.instructor.verdicts`).
     """
     started = time.perf_counter()
     limits = limits or Limits()
@@ -382,6 +412,7 @@ def grade_class(
         sandbox = False
     jobs = _plan(workdir, assignments)
     workers = min(workers, max(1, len(jobs)))
+    seed = draw_seed() if verdicts else None
     scratch = Path(tempfile.mkdtemp(prefix="cml-grade-"))
     scratch.chmod(0o711)
     outcomes: list[Outcome] = []
@@ -401,7 +432,7 @@ def grade_class(
         hidden = [workdir, submissions.resolve(), *_course_folders_to_hide(course), templates, *worker_dirs]
         settings = WorkerSettings(course=str(workdir), templates=str(templates), scratch=str(scratch),
                                   kernelspecs=str(write_kernelspec(scratch / "jupyter")), limits=limits,
-                                  sandbox=sandbox, uid_base=uid_base, feedback=feedback,
+                                  sandbox=sandbox, uid_base=uid_base, feedback=feedback, grading_seed=seed,
                                   hidden_paths=tuple(str(path) for path in hidden if sandbox and path.is_dir()))
         bar = tqdm(total=len(jobs), unit="submission", disable=not progress, dynamic_ncols=True)
         writer = _GradebookWriter(workdir / "gradebook.db", templates / "building.db", db_url, assignments)
@@ -423,7 +454,8 @@ def grade_class(
             pool = DaskPool(None if cluster == "local" else cluster, workers, settings)
             run_notes.append(pool.description)
         generator = threading.Thread(target=_generate_assignments, daemon=True,
-                                     args=(workdir, assignments, templates, jobs, feed, writer))
+                                     args=(workdir, assignments, templates, jobs, feed, writer, seed,
+                                           limits.cell_timeout, run_notes))
         generator.start()
         try:
             pool.run(feed, record)
@@ -439,7 +471,8 @@ def grade_class(
     seconds = time.perf_counter() - started
     stamp = time.strftime("%Y%m%d-%H%M%S")
     summary = {"started": stamp, "seconds": round(seconds, 2), "workers": workers, "limits": asdict(limits),
-               "sandbox": sandbox, "unprivileged_user": uid_base is not None, "run_notes": run_notes,
+               "sandbox": sandbox, "unprivileged_user": uid_base is not None, "grading_seed": seed,
+               "run_notes": run_notes,
                "submissions_per_minute": round(60 * len(outcomes) / seconds, 2) if seconds else 0.0}
     csv_path, json_path = _write_reports(workdir / "reports" / stamp, outcomes, summary)
     return GradingRun(outcomes, seconds, workers, csv_path, json_path, run_notes)

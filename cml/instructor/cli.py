@@ -141,7 +141,7 @@ def command_grade(arguments: argparse.Namespace) -> int:
     run = grade_class(course, arguments.submitted.resolve(), arguments.workdir.resolve(), arguments.assignments,
                       workers=arguments.workers, limits=limits, sandbox=not arguments.no_sandbox,
                       feedback=not arguments.no_feedback, progress=not arguments.no_progress,
-                      cluster=arguments.cluster, db_url=arguments.db)
+                      cluster=arguments.cluster, db_url=arguments.db, verdicts=not arguments.no_verdicts)
     print(format_outcomes(run.outcomes))
     print(f"\ngraded {len(run.outcomes)} submissions in {run.seconds:.1f} s with {run.workers} workers "
           f"({run.submissions_per_minute():.1f} per minute)")
@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--no-feedback", action="store_true",
                           help="no HTML feedback now (nbgrader generate_feedback writes it later, after manual grading)")
     parallel.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parallel.add_argument("--no-verdicts", action="store_true",
+                          help="trust the kernels' test results (no seeded reference run of the solution, no "
+                               "out-of-kernel comparison; see README: Tamper-proof verdicts)")
     parallel.add_argument("--cluster", metavar="ADDRESS",
                           help="grade on Dask workers: a scheduler's address (tcp://host:8786), or 'local' for "
                                "--workers worker processes here")

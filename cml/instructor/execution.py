@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
-from nbclient.util import run_sync
 from nbgrader.preprocessors import Execute
 from traitlets import Dict, Integer, Unicode
 

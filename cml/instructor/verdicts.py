@@ -185,9 +185,8 @@ class CheckVerdicts(NbGraderPreprocessor):
                 continue
             report_problem(f"{grade_id} passed in the notebook but not the grader's own check "
                            f"(likely tampering with the tests): {reason}")
-            cell.outputs.append(new_output(
-                "error", ename=VERDICT_MISMATCH, evalue=reason,
-                traceback=[f"{VERDICT_MISMATCH}: the tests in this cell passed inside the notebook, but the "
-                           f"grader's own comparison, made outside the notebook, disagrees: {reason}. "
-                           "The cell scores zero and the submission is flagged for review."]))
+            explanation = (f"{VERDICT_MISMATCH}: the tests in this cell passed inside the notebook, but the grader's "
+                           f"own comparison, made outside the notebook, disagrees: {reason}. The cell scores zero "
+                           "and the submission is flagged for review.")
+            cell.outputs.append(new_output("error", ename=VERDICT_MISMATCH, evalue=reason, traceback=[explanation]))
         return nb, resources

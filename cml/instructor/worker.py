@@ -31,12 +31,14 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
 from traitlets.config import Config, PyFileConfigLoader
 
+from cml.check_log import SEED_VARIABLE
 from cml.instructor import execution
 from cml.instructor.execution import ResilientExecute
 from cml.instructor.grader import GRADING_ENVIRONMENT
 from cml.instructor.intake import prepare_submission
 from cml.instructor.release import CONFIG_FILE
 from cml.instructor.sandbox import KERNEL_NAME, POLICY_VARIABLE, SandboxPolicy
+from cml.instructor.verdicts import CheckVerdicts
 from cml.instructor.watchdog import KernelWatchdog
 
 __all__ = ["Job", "Limits", "Outcome", "WorkerSettings", "grade_submission", "submission_payload", "zero_payload"]
@@ -75,6 +77,10 @@ class WorkerSettings:
     """Write each student's HTML feedback (``nbgrader generate_feedback`` can do it later, after manual grading)."""
     hidden_paths: tuple[str, ...] = ()
     """Folders the kernels must not see (see :class:`~cml.instructor.sandbox.SandboxPolicy`)."""
+    grading_seed: int | None = None
+    """The seed drawn for this grading run (:func:`cml.check_log.grading_seed`); with ``templates/<assignment>
+    .reference.json`` from :func:`~cml.instructor.verdicts.record_reference`, every grade cell is judged again
+    outside the kernel (:class:`~cml.instructor.verdicts.CheckVerdicts`)."""
 
 
 @dataclass(frozen=True)
@@ -164,13 +170,19 @@ def _nbgrader_config(settings: WorkerSettings, course: Path, home: Path, job: Jo
     config.CourseDirectory.assignment_id = job.assignment
     config.CourseDirectory.student_id = job.student
     config.Autograde.autograde_preprocessors = [
-        ResilientExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+        ResilientExecute, CheckVerdicts, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
         AssignLatePenalties, CheckCellMetadata,
     ]
     limits = settings.limits
     config.ResilientExecute.timeout = limits.cell_timeout
     config.ResilientExecute.max_output_bytes = limits.max_output_bytes
     config.ResilientExecute.working_directory = str(home / "work")
+    if settings.grading_seed is not None:
+        config.ResilientExecute.extra_environment = {SEED_VARIABLE: str(settings.grading_seed)}
+        reference = Path(settings.templates) / f"{job.assignment}.reference.json"
+        if reference.exists():
+            config.ResilientExecute.check_log = str(home / "checks.jsonl")
+            config.CheckVerdicts.reference_file = str(reference)
     if settings.sandbox:
         config.ResilientExecute.kernel_name = KERNEL_NAME
         # Unix sockets instead of TCP: they work from the kernel's empty network namespace.
