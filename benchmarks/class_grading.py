@@ -2,6 +2,7 @@
 
     python benchmarks/class_grading.py [--students 40] [--assignments 01_neuron ...] [--workers N]
                                        [--cell-timeout 30] [--out DIR] [--no-feedback] [--reuse-plain]
+                                       [--verdicts-overhead]
 
 The class: every student hands in every assignment; student ``i`` is, in turn, correct (the reference
 solution or a correct alternative from ``tests/submissions``), blank, half-done (the second half of the
@@ -15,6 +16,9 @@ Both graders get the same course, submissions, per-cell timeout and kernel envir
   notebook after another, as its documentation says (and ``generate_feedback``, timed separately);
 * ``cml-course grade``: the same steps, with N workers, with feedback (compared with plain nbgrader's three
   steps) or, with ``--no-feedback``, without (compared with its first two).
+
+With ``--verdicts-overhead`` the class is instead graded twice by ``cml-course grade``, without and with
+its out-of-kernel verdicts (``--no-verdicts``), and the two times are compared.
 
 Printed: submissions per minute of each and their ratio; the per-notebook overhead beyond the notebook's
 own execution (wall time per notebook minus the summed cell run times nbclient records in each graded
@@ -166,6 +170,33 @@ def run_plain_nbgrader(course: Course, submitted: Path, workdir: Path, assignmen
     return times
 
 
+def verdicts_overhead(course: Course, class_folder: Path, root: Path, assignments: list[str],
+                      kinds: dict[tuple[str, str], str], limits: Limits, arguments: argparse.Namespace) -> int:
+    """Grade the class without, then with, the out-of-kernel verdicts; print both times and what the verdicts
+    changed (nothing may change on a submission that does not tamper with the tests: none here does)."""
+    runs = {}
+    for verdicts in (False, True):
+        runs[verdicts] = grade_class(course, class_folder, root / f"verdicts-{verdicts}", assignments,
+                                     workers=arguments.workers, limits=limits, feedback=not arguments.no_feedback,
+                                     progress=sys.stderr.isatty(), verdicts=verdicts)
+        _kill_leftovers()
+    without, with_ = runs[False], runs[True]
+    print(f"\nwithout verdicts: {without.seconds:.1f} s ({without.submissions_per_minute():.2f} submissions per minute)")
+    print(f"with verdicts:    {with_.seconds:.1f} s ({with_.submissions_per_minute():.2f} submissions per minute); "
+          f"grading seed {with_.grading_seed}")
+    print(f"the verdicts add {100 * (with_.seconds / without.seconds - 1):.1f}% to the class's grading time")
+    for note in with_.reference_problems:
+        print(f"  reference: {note}")
+    before = {(o.student, o.assignment): o.code_total() for o in without.outcomes}
+    after = {(o.student, o.assignment): o.code_total() for o in with_.outcomes}
+    differ = [key for key in sorted(kinds) if before.get(key) != after.get(key) and kinds[key] != "hostile"]
+    print(f"scores: {len(kinds) - len(differ)}/{len(kinds)} identical with and without; "
+          f"{len(differ)} differences on non-hostile submissions")
+    for key in differ:
+        print(f"  {key[0]}/{key[1]} ({kinds[key]}): without {before.get(key)}, with {after.get(key)}")
+    return 1 if differ or with_.reference_problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", type=int, default=40)
@@ -177,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-feedback", action="store_true",
                         help="the new command without feedback (compared with plain autograde without it)")
     parser.add_argument("--out", type=Path, help="keep the class and both course folders here")
+    parser.add_argument("--verdicts-overhead", action="store_true",
+                        help="instead: grade the class with and without out-of-kernel verdicts and compare the times")
     arguments = parser.parse_args(argv)
     course = Course(REPO)
     assignments = arguments.assignments or course.assignments()
@@ -190,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"synthetic class: {arguments.students} students x {len(assignments)} assignments = {count} submissions "
           f"({', '.join(f'{k}: {list(kinds.values()).count(k)}' for k in dict.fromkeys(KINDS))}); "
           f"{os.cpu_count()} cores; cell timeout {arguments.cell_timeout} s")
+
+    limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=max(600, 10 * arguments.cell_timeout),
+                    memory_mb=2048)
+    if arguments.verdicts_overhead:
+        return verdicts_overhead(course, class_folder, root, assignments, kinds, limits, arguments)
 
     saved = root / "plain" / "benchmark-times.json"
     if arguments.reuse_plain:
@@ -212,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
           f"(autograde time per notebook {plain['autograde'] / count:.2f} s, "
           f"own execution {statistics.fmean(plain_exec.values()):.2f} s)")
 
-    limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=max(600, 10 * arguments.cell_timeout),
-                    memory_mb=2048)
     run = grade_class(course, class_folder, root / "parallel", assignments, workers=arguments.workers,
                       limits=limits, feedback=not arguments.no_feedback, progress=sys.stderr.isatty())
     ours_exec = _execution_seconds(root / "parallel")

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LOG_VARIABLE", "SEED_VARIABLE", "decode", "enabled", "encode", "grading_seed", "write"]
+__all__ = ["LOG_VARIABLE", "MAX_LOGGED_VALUES", "SEED_VARIABLE", "decode", "enabled", "encode", "grading_seed",
+           "sampled_shape", "write"]
 
 LOG_VARIABLE = "CML_CHECK_LOG"
 """Environment variable naming the file that check records are appended to (unset: nothing is written)."""
@@ -29,6 +30,9 @@ SEED_VARIABLE = "CML_GRADING_SEED"
 
 _NUMERIC_KINDS = "biufc"
 _MAX_TEXT = 2000
+MAX_LOGGED_VALUES = 50_000
+"""Arrays with more values are logged as an evenly spaced sample of at most this many (a whole training set
+would cost tens of MB per submission); ``sampled_from`` keeps their real shape."""
 suspended = False
 """Set by the grader while it re-runs checks in its own process, so that it writes no records."""
 
@@ -61,8 +65,12 @@ def encode(value: Any) -> Any:
     except Exception:  # noqa: BLE001 - an object that will not become an array is described by its repr
         array = None
     if array is not None and array.dtype.kind in _NUMERIC_KINDS:
+        extra = {}
+        if array.size > MAX_LOGGED_VALUES:
+            extra = {"sampled_from": list(array.shape)}
+            array = array.reshape(-1)[:: -(-array.size // MAX_LOGGED_VALUES)]
         return {"dtype": array.dtype.str, "shape": list(array.shape),
-                "data": base64.b64encode(array.tobytes()).decode("ascii")}
+                "data": base64.b64encode(array.tobytes()).decode("ascii"), **extra}
     return {"repr": repr(value)[:_MAX_TEXT]}
 
 
@@ -70,8 +78,14 @@ class UndecodableValue(ValueError):
     """A record holds something :func:`decode` does not accept (hand-made or corrupt)."""
 
 
+def sampled_shape(description: Any) -> list[int] | None:
+    """The real shape of an array that :func:`encode` logged as a sample; ``None`` for anything else."""
+    return description.get("sampled_from") if isinstance(description, dict) else None
+
+
 def decode(description: Any) -> Any:
-    """The value :func:`encode` described, as a NumPy array, a dict, a JSON scalar or a repr string."""
+    """The value :func:`encode` described, as a NumPy array, a dict, a JSON scalar or a repr string
+    (of a sampled array, the sample: see :func:`sampled_shape`)."""
     if not isinstance(description, dict):
         raise UndecodableValue("not a value description")
     if "dict" in description and isinstance(description["dict"], dict):

@@ -251,10 +251,12 @@ def check_gradient(
     tolerance: float = 1e-6,
     eps: float = 1e-6,
     what: str = "the gradient",
+    expected_from_student: bool = False,
 ) -> None:
     """Compare an analytic gradient with centred finite differences of ``function`` at ``x``.
 
     Passes when :func:`rel_error` between the two is at most ``tolerance``; the shapes must match.
+    ``expected_from_student``: ``function`` depends on the student's code (see :func:`check_close`).
     """
     analytic = _as_float_array(check_id, analytic_gradient, what)
     point = np.asarray(x, dtype=np.float64)
@@ -262,7 +264,7 @@ def check_gradient(
         _verdict(check_id, False, f"{what} should have the shape of its variable, {point.shape}, got {analytic.shape}.")
     with quiet():
         numeric = numerical_gradient(function, point, eps=eps)
-    _observe("gradient", check_id, analytic, numeric, tolerance=tolerance)
+    _observe("gradient", check_id, analytic, numeric, derived=expected_from_student, tolerance=tolerance)
     error = rel_error(analytic, numeric)
     _verdict(
         check_id,

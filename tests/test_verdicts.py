@@ -108,6 +108,15 @@ def test_judge_cell_matches_in_order_and_allows_one_guess_per_check() -> None:
     assert "unreadable" in judge_cell(reference[:2], unreadable)
 
 
+def test_large_arrays_are_compared_on_a_sample_of_equal_real_shape() -> None:
+    big = np.random.default_rng(0).normal(size=(300, 400))
+    reference = _close_record("big", big, big)
+    assert len(json.dumps(reference)) < 3 * check_log.MAX_LOGGED_VALUES * 8
+    assert judge_cell(reference, _close_record("big", big.copy(), 0)) is None
+    assert judge_cell(reference, _close_record("big", big + 1.0, 0))
+    assert "shape" in judge_cell(reference, _close_record("big", big.reshape(400, 300), 0))
+
+
 def test_check_log_values_round_trip_and_refuse_objects() -> None:
     for value in (np.arange(6.0).reshape(2, 3), np.int64(3), True, "text", None, {"w": np.ones(2)}):
         decoded = check_log.decode(json.loads(json.dumps(check_log.encode(value))))

@@ -29,7 +29,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -67,6 +67,10 @@ class GradingRun:
     json_report: Path
     run_notes: list[str]
     """What concerns the whole run: files not copied, isolation measures unavailable."""
+    grading_seed: int | None = None
+    """The seed drawn for this run's hidden tests and reference runs (``None``: no out-of-kernel verdicts)."""
+    reference_problems: list[str] = field(default_factory=list)
+    """Reference runs that failed, or solutions that failed a cell with this seed (also in ``run_notes``)."""
 
     def submissions_per_minute(self) -> float:
         return 60 * len(self.outcomes) / self.seconds if self.seconds else 0.0
@@ -314,7 +318,7 @@ def _record_reference(workdir: Path, assignment: str, seed: int, templates: Path
 
 def _generate_assignments(workdir: Path, assignments: list[str], templates: Path, jobs: list[Job],
                           feed: queue.Queue, writer: _GradebookWriter, seed: int | None = None,
-                          timeout: int = 120, run_notes: list[str] | None = None) -> None:
+                          timeout: int = 120, reference_problems: list[str] | None = None) -> None:
     """``nbgrader generate_assignment`` for each assignment, feeding its jobs to the pool once it is done
     (or their failed outcomes, if it fails). With a grading ``seed``, the solution's reference run comes
     first (:func:`_record_reference`)."""
@@ -333,7 +337,7 @@ def _generate_assignments(workdir: Path, assignments: list[str], templates: Path
             (templates / f"{assignment}.db").chmod(0o600)
             if seed is not None and mine:
                 notes = _record_reference(workdir, assignment, seed, templates, timeout)
-                (run_notes if run_notes is not None else []).extend(notes)
+                (reference_problems if reference_problems is not None else []).extend(notes)
             feed.put(mine)
     finally:
         if building.exists():
@@ -413,6 +417,7 @@ def grade_class(
     jobs = _plan(workdir, assignments)
     workers = min(workers, max(1, len(jobs)))
     seed = draw_seed() if verdicts else None
+    reference_problems: list[str] = []
     scratch = Path(tempfile.mkdtemp(prefix="cml-grade-"))
     scratch.chmod(0o711)
     outcomes: list[Outcome] = []
@@ -455,7 +460,7 @@ def grade_class(
             run_notes.append(pool.description)
         generator = threading.Thread(target=_generate_assignments, daemon=True,
                                      args=(workdir, assignments, templates, jobs, feed, writer, seed,
-                                           limits.cell_timeout, run_notes))
+                                           limits.cell_timeout, reference_problems))
         generator.start()
         try:
             pool.run(feed, record)
@@ -463,6 +468,7 @@ def grade_class(
             pool.close()
             bar.close()
         generator.join()
+        run_notes += reference_problems
         writer.flush()
         run_notes += [writer.problem] if writer.problem else []
     finally:
@@ -475,7 +481,7 @@ def grade_class(
                "run_notes": run_notes,
                "submissions_per_minute": round(60 * len(outcomes) / seconds, 2) if seconds else 0.0}
     csv_path, json_path = _write_reports(workdir / "reports" / stamp, outcomes, summary)
-    return GradingRun(outcomes, seconds, workers, csv_path, json_path, run_notes)
+    return GradingRun(outcomes, seconds, workers, csv_path, json_path, run_notes, seed, reference_problems)
 
 
 def format_outcomes(outcomes: list[Outcome]) -> str:

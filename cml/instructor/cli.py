@@ -174,6 +174,7 @@ def command_demo(arguments: argparse.Namespace) -> int:
     expectations = example_problems(examples, rows)
     expectations += [f"{o.student}/{o.assignment}: {o.status}: {' | '.join(o.notes)}"
                      for o in run.outcomes if o.status != "graded"]
+    expectations += run.reference_problems
     for problem in expectations:
         print(f"PROBLEM {problem}")
     ok = release_ok and not expectations

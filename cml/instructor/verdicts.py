@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from traitlets import Unicode
 from traitlets.config import Config
 
 from cml import check_log, checks
-from cml.check_log import SEED_VARIABLE, UndecodableValue, decode
+from cml.check_log import SEED_VARIABLE, UndecodableValue, decode, sampled_shape
 from cml.instructor.execution import CHECK_RECORDS, ResilientExecute, report_problem
 
 __all__ = ["VERDICT_MISMATCH", "CheckVerdicts", "draw_seed", "judge_cell", "record_reference"]
@@ -68,23 +69,31 @@ def record_reference(source: Path, seed: int, scratch: Path, *, timeout: int = 1
     there). ``scratch`` is a folder to run in; ``environment`` adds kernel variables, as for the students.
     """
     notebooks: dict[str, dict] = {}
-    for path in sorted(source.glob("*.ipynb")):
-        folder = scratch / path.stem
-        shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
-        config = Config()
-        config.KernelManager.transport = "ipc"  # as the students' kernels, and without TCP's warning on stderr
-        config.KernelManager.ip = str(scratch / f"{path.stem}.kernel")
-        executor = ResilientExecute(config=config, timeout=timeout,
-                                    check_log=str(scratch / f"{path.stem}.checks.jsonl"),
-                                    extra_environment={**(environment or {}), SEED_VARIABLE: str(seed)})
-        resources: dict[str, Any] = {"metadata": {"path": str(folder)}}
-        notebook, resources = executor.preprocess(nbformat.read(path, as_version=4), resources)
-        logged = resources.get(CHECK_RECORDS, {})
-        notebooks[path.stem] = {
-            grade_id: {"records": logged.get(index, []), "failed": _has_error(cell)}
-            for index, cell in enumerate(notebook.cells) if (grade_id := _grade_id(cell))
-        }
+    # Unix socket paths are limited to about 100 bytes: the kernel's sockets go to a short folder of their own.
+    sockets = Path(tempfile.mkdtemp(prefix="cml-ref-"))
+    try:
+        for path in sorted(source.glob("*.ipynb")):
+            notebooks[path.stem] = _reference_cells(path, source, seed, scratch, sockets / "k", timeout, environment)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     return {"seed": seed, "notebooks": notebooks}
+
+
+def _reference_cells(path: Path, source: Path, seed: int, scratch: Path, sockets: Path, timeout: int,
+                     environment: dict[str, str] | None) -> dict[str, dict]:
+    """The check log of each grade cell of the notebook at ``path``, run with ``seed`` (see :func:`record_reference`)."""
+    folder = scratch / path.stem
+    shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
+    config = Config()
+    config.KernelManager.transport = "ipc"  # as the students' kernels, and without TCP's warning on stderr
+    config.KernelManager.ip = str(sockets)
+    executor = ResilientExecute(config=config, timeout=timeout, check_log=str(scratch / f"{path.stem}.checks.jsonl"),
+                                extra_environment={**(environment or {}), SEED_VARIABLE: str(seed)})
+    resources: dict[str, Any] = {"metadata": {"path": str(folder)}}
+    notebook, resources = executor.preprocess(nbformat.read(path, as_version=4), resources)
+    logged = resources.get(CHECK_RECORDS, {})
+    return {grade_id: {"records": logged.get(index, []), "failed": _has_error(cell)}
+            for index, cell in enumerate(notebook.cells) if (grade_id := _grade_id(cell))}
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -100,8 +109,11 @@ def _judge(reference: dict, student: dict) -> None:
     if kind == "skip":
         return
     # A derived expected value comes from the student's code: only the comparison can be given again.
-    actual = decode(student.get("actual"))
-    expected = decode((student if reference.get("derived") else reference).get("expected"))
+    expected_record = (student if reference.get("derived") else reference).get("expected")
+    actual, expected = decode(student.get("actual")), decode(expected_record)
+    real_shapes = sampled_shape(student.get("actual")), sampled_shape(expected_record)
+    if real_shapes[0] != real_shapes[1]:  # large arrays are compared on samples, which must come from equal shapes
+        checks.check_true(check_id, False, f"the result should have shape {real_shapes[1]}, got {real_shapes[0]}.")
     parameters = reference.get("parameters", {})
     if kind == "close":
         checks.check_close(check_id, actual, expected, rtol=parameters["rtol"], atol=parameters["atol"])
