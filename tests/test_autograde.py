@@ -1,5 +1,5 @@
 """The main job end to end: the bundled example submissions graded by ``cml-course grade`` (nbgrader's
-own autograde, in parallel sandboxed workers).
+own autograde, in parallel sandboxed workers). The ``demo_run`` fixture (conftest.py) runs it once for the suite.
 
 Also checks that the in-process grader used for the test cases agrees with nbgrader, cell by cell.
 """
@@ -7,8 +7,6 @@ Also checks that the in-process grader used for the test cases agrees with nbgra
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,16 +17,6 @@ from cml.instructor.notebooks import Course
 from cml.instructor.submissions import load_cases
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    workdir = tmp_path_factory.mktemp("demo")
-    completed = subprocess.run(
-        [sys.executable, "-m", "cml.instructor.cli", "demo", "--workdir", str(workdir)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )
-    return completed, workdir
 
 
 def _examples() -> list:

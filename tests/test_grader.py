@@ -83,3 +83,55 @@ def test_wrong_answers_stop_after_their_last_lost_cell(mini_course: Course, tmp_
     assert list(cells) == ["test_square"] and executed.cells[-1].metadata["nbgrader"]["grade_id"] == "test_square"
     with pytest.raises(ValueError, match="not a cell"):
         _grade(mini_course, "def square(x):\n    return x * x", tmp_path, stop_after="nope")
+
+
+def test_preloadable_modules_are_those_imported_before_the_first_answer() -> None:
+    from cml.instructor.authoring import script_to_notebook
+    from cml.instructor.forkedkernels import preloadable_modules
+
+    notebook = script_to_notebook('''# %% readonly id=imports
+%matplotlib inline
+import numpy as np
+import matplotlib.pyplot as plt
+from torch import nn
+import cml.checks
+
+# %% solution id=answer
+import jax
+
+# %% tests id=test_answer points=1
+"""The answer."""
+import sklearn
+''')
+    assert preloadable_modules(notebook) == ("numpy", "torch")
+
+
+def test_forked_kernels_grade_as_fresh_ones(mini_course: Course, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test cases' kernels fork from a zygote (cml.instructor.forkedkernels): same grades as fresh kernels, and a
+    hanging cell is interrupted and a dying kernel reported there too (the zygote's child is not our child)."""
+    from cml.instructor.cases import _ZYGOTES, forked_kernels
+    from cml.instructor.forkedkernels import Zygote
+    from cml.instructor.grader import kernel_environment
+
+    wrong = Case("cube", "mini", "", cells={"square": "def square(x):\n    return x ** 3"}, lose=("test_square",))
+    forked = run_case(wrong, mini_course.root, mini_course.release, full=True)
+    assert _ZYGOTES and _ZYGOTES[0][0].kernels_forked >= 1, "the case's kernel was not forked"
+    monkeypatch.setenv("CML_FORKED_KERNELS", "off")
+    fresh = run_case(wrong, mini_course.root, mini_course.release, full=True)
+    assert forked.grade == fresh.grade and not forked.failures
+
+    source = mini_course.read(mini_course.notebooks("mini")[0])
+    monkeypatch.delenv("CML_FORKED_KERNELS")
+    manager = forked_kernels(source, {})
+    hanging = "def square(x):\n    while True:\n        pass"
+    cells, _, _ = _grade(mini_course, hanging, tmp_path, cell_timeout=3, kernel_manager_class=manager)
+    assert cells["test_square"].score == 0
+    cells, grade, _ = _grade(mini_course, "import os\nos._exit(3)", tmp_path, kernel_manager_class=manager)
+    assert cells["test_square"].score == 0 and grade.problem
+
+    zygote = Zygote(("numpy", "torch", "jax", "jax.numpy"), kernel_environment({}))
+    try:
+        assert zygote.usable, f"a zygote that loaded torch and jax cannot fork: {zygote.problem}"
+    finally:
+        zygote.close()

@@ -16,11 +16,16 @@ test of the hidden tests). This roughly halves the suite's grading time. ``--ful
 ``CML_CASES_FULL=1``) runs every case to the end and checks every later test cell too: the
 ``cascade`` cells must lose, the others keep their points. Correct answers, the solution and the
 blank release always run in full.
+
+The kernels are forked from a process that has already imported the assignment's libraries (torch,
+jax, ...; see :mod:`cml.instructor.forkedkernels`), which saves each case those seconds of loading;
+``CML_FORKED_KERNELS=off`` starts every kernel afresh.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import os
 import sys
@@ -32,7 +37,8 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
-from cml.instructor.grader import NotebookGrade, grade_notebook
+from cml.instructor.forkedkernels import Zygote, forked_kernel_manager, preloadable_modules
+from cml.instructor.grader import NotebookGrade, grade_notebook, kernel_environment
 from cml.instructor.notebooks import Course, cell_kind, grade_id
 from cml.instructor.release import generate_release
 from cml.instructor.submissions import Case, build_submission, load_cases
@@ -40,7 +46,8 @@ from cml.instructor.submissions import Case, build_submission, load_cases
 MORE_CASES = "more"
 """Sub-folder of an assignment's cases that only ``--more`` grades (see the module docstring)."""
 
-__all__ = ["MORE_CASES", "CaseResult", "implicit_cases", "run_case", "run_cases", "expectation_failures"]
+__all__ = ["MORE_CASES", "CaseResult", "forked_kernels", "implicit_cases", "matching_example", "run_case", "run_cases",
+           "expectation_failures"]
 
 
 @dataclass
@@ -62,6 +69,16 @@ def implicit_cases(assignment: str) -> list[Case]:
         Case("solution", assignment, "the reference solution", base="solution", lose=()),
         Case("blank", assignment, "the untouched release", base="blank", lose=("*",)),
     ]
+
+
+def matching_example(case: Case, examples: list[Case]) -> Case | None:
+    """The example student among ``examples`` who hands in ``case`` under another name, or None.
+
+    The same starting point and expectation, and nothing written or left blank on top: ``ada_solution`` is
+    the implicit ``solution`` case, ``ben_blank`` the ``blank`` one.
+    """
+    return next((example for example in examples if example.base == case.base and example.lose == case.lose
+                 and not example.cells and not example.blank), None)
 
 
 def expectation_failures(case: Case, grade: NotebookGrade) -> list[str]:
@@ -108,6 +125,36 @@ def jax_cache_environment() -> dict[str, str]:
     }
 
 
+_ZYGOTES: list[tuple[Zygote, type | None]] = []
+"""The kernel zygote in use in this process, with its kernel manager class (one at a time: cases come by assignment)."""
+
+
+def _close_zygotes() -> None:
+    for zygote, _ in _ZYGOTES:
+        zygote.close()
+    _ZYGOTES.clear()
+
+
+atexit.register(_close_zygotes)
+
+
+def forked_kernels(notebook: NotebookNode, environment: dict[str, str]) -> type | None:
+    """A kernel manager class whose kernels fork from a zygote that has loaded ``notebook``'s libraries, or None.
+
+    None (kernels start afresh) where ``CML_FORKED_KERNELS`` is ``off`` or ``0``, where there is no ``fork``,
+    and where the zygote cannot fork safely (see :mod:`cml.instructor.forkedkernels`).
+    """
+    if os.environ.get("CML_FORKED_KERNELS", "") in ("off", "0") or not hasattr(os, "fork"):
+        return None
+    modules = preloadable_modules(notebook)
+    full_environment = kernel_environment(environment)
+    if not (_ZYGOTES and _ZYGOTES[0][0].modules == modules and _ZYGOTES[0][0].serves(full_environment)):
+        _close_zygotes()
+        zygote = Zygote(modules, full_environment)
+        _ZYGOTES.append((zygote, forked_kernel_manager(zygote) if zygote.usable else None))
+    return _ZYGOTES[0][1]
+
+
 def full_runs_requested() -> bool:
     """Whether ``CML_CASES_FULL`` asks for every case to run to the end."""
     return os.environ.get("CML_CASES_FULL", "") not in ("", "0")
@@ -146,8 +193,10 @@ def run_case(case: Case, course_root: Path, release_root: Path, *, full: bool | 
             release = course.read(release_root / case.assignment / name)
             submission = build_submission(case, source, release)
             stop_after = None if full else last_lost_cell(case, source)
+            environment = jax_cache_environment()
             grade, _ = grade_notebook(source, submission, workdir=Path(workdir), stop_after=stop_after,
-                                      environment=jax_cache_environment())
+                                      environment=environment,
+                                      kernel_manager_class=forked_kernels(source, environment))
             stopped_after = stopped_after or stop_after
             total.cells.extend(grade.cells)
             total.problem = total.problem or grade.problem

@@ -20,7 +20,8 @@ from nbgrader.utils import determine_grade
 
 from cml.instructor.notebooks import cell_kind, grade_id
 
-__all__ = ["GRADING_ENVIRONMENT", "CellGrade", "NotebookGrade", "merge_for_grading", "error_summary", "grade_notebook"]
+__all__ = ["GRADING_ENVIRONMENT", "CellGrade", "NotebookGrade", "merge_for_grading", "error_summary", "grade_notebook",
+           "kernel_environment"]
 
 GRADING_ENVIRONMENT = {
     "CML_NO_PROGRESS": "1",
@@ -31,6 +32,11 @@ GRADING_ENVIRONMENT = {
 }
 """Environment for grading kernels: progress bars off (tqdm writes to stderr), and one BLAS thread per
 kernel, since kernels run side by side and the course's small matrices gain nothing from more threads."""
+
+
+def kernel_environment(environment: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a grading kernel: this process's, with :data:`GRADING_ENVIRONMENT` and ``environment``."""
+    return {**os.environ, **GRADING_ENVIRONMENT, **(environment or {})}
 
 
 @dataclass(frozen=True)
@@ -101,12 +107,14 @@ def grade_notebook(
     cell_timeout: int = 120,
     stop_after: str | None = None,
     environment: dict[str, str] | None = None,
+    kernel_manager_class: type | None = None,
 ) -> tuple[NotebookGrade, NotebookNode]:
     """Execute the merged notebook in ``workdir`` and score its grade cells. Returns the grades and the executed notebook.
 
     With ``stop_after`` (a grade id), cells after that one are neither run nor graded: the test cases
     use it to stop once the last cell a wrong answer must lose has run. ``environment`` adds
-    variables to the kernel's environment (on top of :data:`GRADING_ENVIRONMENT`).
+    variables to the kernel's environment (see :func:`kernel_environment`). ``kernel_manager_class``
+    replaces jupyter_client's (the test cases fork their kernels: :mod:`cml.instructor.forkedkernels`).
     """
     notebook = merge_for_grading(source, submission)
     if stop_after is not None:
@@ -114,7 +122,7 @@ def grade_notebook(
         if stop_after not in ids:
             raise ValueError(f"stop_after names {stop_after!r}, which is not a cell of this notebook")
         del notebook.cells[ids.index(stop_after) + 1:]
-    kernel_environment = {**os.environ, **GRADING_ENVIRONMENT, **(environment or {})}
+    options = {"kernel_manager_class": kernel_manager_class} if kernel_manager_class is not None else {}
     client = NotebookClient(
         notebook,
         timeout=cell_timeout,
@@ -124,10 +132,11 @@ def grade_notebook(
         kernel_name="python3",
         # Every output is in by then; a graceful shutdown only waits ~3 s for the kernel to exit by itself.
         shutdown_kernel="immediate",
+        **options,
     )
     result = NotebookGrade()
     try:
-        client.execute(env=kernel_environment)
+        client.execute(env=kernel_environment(environment))
     except (DeadKernelError, CellExecutionError, RuntimeError) as error:
         result.problem = f"{type(error).__name__}: {error}"[:500]
     for cell in notebook.cells:
