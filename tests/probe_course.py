@@ -13,7 +13,8 @@ CORRECT = {
 }
 
 
-def _cell(kind: str, identifier: str, source: str, points: int = 0):
+def graded_cell(kind: str, identifier: str, source: str, points: int = 0):
+    """A code cell with nbgrader metadata: ``kind`` is ``solution``, ``tests`` (worth ``points``) or ``readonly``."""
     flags = {"solution": {"solution": True, "grade": False, "locked": False},
              "tests": {"solution": False, "grade": True, "locked": True, "points": points},
              "readonly": {"solution": False, "grade": False, "locked": True}}[kind]
@@ -31,13 +32,13 @@ def source_notebook():
     hidden = "### BEGIN HIDDEN TESTS\n{}\n### END HIDDEN TESTS"
     return new_notebook(cells=[
         new_markdown_cell("# A probe assignment"),
-        _cell("readonly", "setup", "import os, sys, time"),
-        _cell("solution", "answer_a", _solution(CORRECT["answer_a"])),
-        _cell("tests", "test_a", "assert double(2) == 4\n" + hidden.format('assert double(-3) == -6, "secret-a"'), 1),
-        _cell("solution", "answer_b", _solution(CORRECT["answer_b"])),
-        _cell("tests", "test_b", "assert triple(2) == 6\n" + hidden.format('assert triple(-1) == -3, "secret-b"'), 2),
-        _cell("solution", "answer_c", _solution(CORRECT["answer_c"])),
-        _cell("tests", "test_c", "assert square(3) == 9\n" + hidden.format('assert square(-2) == 4, "secret-c"'), 3),
+        graded_cell("readonly", "setup", "import os, sys, time"),
+        graded_cell("solution", "answer_a", _solution(CORRECT["answer_a"])),
+        graded_cell("tests", "test_a", "assert double(2) == 4\n" + hidden.format('assert double(-3) == -6, "secret-a"'), 1),
+        graded_cell("solution", "answer_b", _solution(CORRECT["answer_b"])),
+        graded_cell("tests", "test_b", "assert triple(2) == 6\n" + hidden.format('assert triple(-1) == -3, "secret-b"'), 2),
+        graded_cell("solution", "answer_c", _solution(CORRECT["answer_c"])),
+        graded_cell("tests", "test_c", "assert square(3) == 9\n" + hidden.format('assert square(-2) == 4, "secret-c"'), 3),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
 
 

@@ -7,7 +7,8 @@ kernel so that it would score full marks in plain nbgrader.
 
 from __future__ import annotations
 
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_markdown_cell, new_notebook
+from probe_course import graded_cell
 
 from cml.instructor.notebooks import grade_id
 
@@ -101,21 +102,12 @@ RESEED_WRONG = {
 }
 
 
-def _cell(kind: str, identifier: str, source: str, points: int = 0):
-    flags = {"solution": {"solution": True, "grade": False, "locked": False},
-             "tests": {"solution": False, "grade": True, "locked": True, "points": points},
-             "readonly": {"solution": False, "grade": False, "locked": True}}[kind]
-    cell = new_code_cell(source)
-    cell.metadata["nbgrader"] = {"grade_id": identifier, "schema_version": 3, **flags}
-    return cell
-
-
 def source_notebook():
-    cells = [new_markdown_cell("# Checks under attack"), _cell("readonly", "setup", SETUP)]
+    cells = [new_markdown_cell("# Checks under attack"), graded_cell("readonly", "setup", SETUP)]
     for (answer, body), (test, (points, visible, hidden)) in zip(CORRECT.items(), TESTS.items()):
         header, _, rest = body.partition("\n")
-        cells.append(_cell("solution", answer, f"{header}\n    ### BEGIN SOLUTION\n{rest}\n    ### END SOLUTION"))
-        cells.append(_cell("tests", test, f"{visible}\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS", points))
+        cells.append(graded_cell("solution", answer, f"{header}\n    ### BEGIN SOLUTION\n{rest}\n    ### END SOLUTION"))
+        cells.append(graded_cell("tests", test, f"{visible}\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS", points))
     return new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
 
