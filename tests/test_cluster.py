@@ -239,7 +239,7 @@ def test_a_dead_dask_worker_fails_its_submission_only(tmp_path: Path) -> None:
     killer = student_notebook(answer_b="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
     course, submissions = _write_class(tmp_path, {"killer": killer, "ok": student_notebook()})
     run = grade_class(course, submissions, tmp_path / "work", workers=1, limits=LIMITS, sandbox=False,
-                      progress=False, cluster="local")
+                      progress=False, cluster="local", verdicts=False)
     outcomes = {outcome.student: outcome for outcome in run.outcomes}
     assert outcomes["killer"].status == "failed", outcomes["killer"].notes
     assert "Dask worker" in " ".join(outcomes["killer"].notes)
