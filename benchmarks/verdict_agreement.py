@@ -6,7 +6,8 @@ Every case of ``tests/submissions/<assignment>/`` (correct alternatives and wron
 ``--more`` the further variants too) is an honest submission: none tampers with the tests. It is graded
 by ``cml-course grade`` with its out-of-kernel verdicts; a grade cell that passed in the kernel but was
 zeroed by the grader's own comparison (``VerdictMismatch``) is a disagreement, and there must be none.
-Printed: per assignment, submissions, disagreements (with their reasons), and the grading seed.
+Printed: per assignment, submissions, disagreements (with their reasons), any problem of the
+reference runs, and the grading seed.
 
 With ``--timing`` the same class is graded again without the verdicts, and the wall times of both runs
 are printed with the overhead of the verdicts (the reference runs and the comparisons) in percent.
@@ -74,13 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {outcome.student}/{outcome.assignment}: {note}")
         for note in run.run_notes:
             print(f"run note: {note}")
-        print(f"with verdicts: {with_verdicts:.1f} s")
+        for note in run.reference_problems:
+            print(f"reference problem: {note}")
+        print(f"with verdicts: {with_verdicts:.1f} s; grading seed {run.grading_seed}")
         if arguments.timing:
             started = time.perf_counter()
             grade_class(course, submitted, root / "without", assignments, verdicts=False, **options)
             without = time.perf_counter() - started
             print(f"without verdicts: {without:.1f} s; the verdicts add {100 * (with_verdicts / without - 1):.1f}%")
-        return 1 if disagreements else 0
+        return 1 if disagreements or run.reference_problems else 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
