@@ -26,3 +26,5 @@ c.GenerateFeedback.preprocessors = [
     "cml.instructor.feedback.HideTestCode",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+# ... as inert HTML: the notebook sanitised, under a Content-Security-Policy that admits only the template's scripts.
+c.GenerateFeedback.exporter_class = "cml.instructor.inert_html.InertHTMLExporter"

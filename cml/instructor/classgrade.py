@@ -355,6 +355,7 @@ def _row(outcome: Outcome) -> dict:
         "seconds": round(outcome.seconds, 2),
         "execution_seconds": round(outcome.execution_seconds, 2),
         "peak_memory_mb": round(outcome.peak_memory_mb, 1),
+        "peak_disk_mb": round(outcome.peak_disk_mb, 1),
         "notes": " | ".join(outcome.notes),
     }
 

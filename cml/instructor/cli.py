@@ -137,7 +137,8 @@ def _memory_mb() -> int:
 def command_grade(arguments: argparse.Namespace) -> int:
     course = _course(arguments)
     memory = arguments.memory_limit or min(Limits.memory_mb, _memory_mb() // (arguments.workers + 1))
-    limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=arguments.time_limit, memory_mb=memory)
+    limits = Limits(cell_timeout=arguments.cell_timeout, time_limit=arguments.time_limit, memory_mb=memory,
+                    disk_mb=arguments.disk_limit)
     run = grade_class(course, arguments.submitted.resolve(), arguments.workdir.resolve(), arguments.assignments,
                       workers=arguments.workers, limits=limits, sandbox=not arguments.no_sandbox,
                       feedback=not arguments.no_feedback, progress=not arguments.no_progress,
@@ -221,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--memory-limit", type=int, default=None,
                           help=f"MB per submission (default: {Limits.memory_mb}, less if the workers' share of "
                                "this machine's memory is smaller)")
-    parallel.add_argument("--no-sandbox", action="store_true", help="run kernels without isolation")
+    parallel.add_argument("--disk-limit", type=int, default=Limits.disk_mb,
+                          help="MB a submission's kernel may write: its folder, temporary files, /dev/shm (default: "
+                               f"{Limits.disk_mb}; held in memory, in a file system of the kernel's own)")
+    parallel.add_argument("--no-sandbox", action="store_true", help="run kernels without isolation (and no disk limit)")
     parallel.add_argument("--no-feedback", action="store_true",
                           help="no HTML feedback now (nbgrader generate_feedback writes it later, after manual grading)")
     parallel.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.manager import AsyncKernelManager
 from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
@@ -33,6 +34,7 @@ __all__ = [
     "KERNEL_STOPPED",
     "NOT_RUN",
     "ResilientExecute",
+    "SandboxKernelManager",
     "reset_statistics",
     "set_interruption_source",
     "statistics",
@@ -94,6 +96,26 @@ def _exit_description(code: int | None) -> str:
         crash = " (a segmentation fault)" if name == "SIGSEGV" else ""
         return f"the kernel was killed by {name}{crash}"
     return f"the kernel exited with code {code} (os._exit, exit() or quit() in the notebook?)"
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """A kernel manager for kernels in a file system of their own (:mod:`cml.instructor.sandbox` with a disk limit).
+
+    Such a kernel makes its Unix sockets, and writes its check log, in a private folder that only its own mount
+    namespace shows; the grader reaches them through ``/proc/<launcher>/root``, the launcher's view of the
+    file system (``kernel_root``). Without that private file system the same path leads to the same files.
+    """
+
+    kernel_root = ""
+    """``/proc/<launcher>/root`` once the kernel is launched: prefix a path of the kernel's to reach it."""
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+        pid = getattr(self.provisioner, "pid", None)
+        if pid:
+            self.kernel_root = f"/proc/{pid}/root"
+            if self.transport == "ipc":
+                self.ip = self.kernel_root + self.ip  # the connection file, written before, keeps the kernel's path
 
 
 class ResilientExecute(Execute):
@@ -158,7 +180,8 @@ class ResilientExecute(Execute):
         kernel's, so anything may be in it)."""
         try:
             # The kernel may have swapped the file for a link or a pipe: read only a regular file, never block.
-            descriptor = os.open(self.check_log, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            path = getattr(self.km, "kernel_root", "") + self.check_log
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError:
             return []
         with open(descriptor, "rb") as stream:

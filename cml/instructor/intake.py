@@ -31,6 +31,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from cml.instructor.notebooks import HIDDEN_MARKERS, cell_kind, grade_id
+from cml.instructor.sanitize import escape_markdown
 
 __all__ = ["MAX_NOTEBOOK_BYTES", "IntakeReport", "prepare_submission", "repair_notebook"]
 
@@ -189,7 +190,8 @@ def repair_notebook(submitted: NotebookNode, source: NotebookNode) -> tuple[Note
 
 
 def _note_cell(notes: list[str]) -> NotebookNode:
-    text = "**Notes from the grader**\n\n" + "\n".join(f"- {note}" for note in notes)
+    # The notes quote what the student chose (file names, cell ids): shown as plain text, never as markup.
+    text = "**Notes from the grader**\n\n" + "\n".join(f"- {escape_markdown(note)}" for note in notes)
     return nbformat.v4.new_markdown_cell(text, id=uuid.uuid4().hex[:12])
 
 

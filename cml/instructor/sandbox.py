@@ -18,6 +18,13 @@ so the grading report can say which isolation was in effect.
 * a mount namespace: the whole file system read-only but for the kernel's private folder, a private
   ``/dev/shm``, and the ``hidden_paths`` (the course's sources, the class's submissions, the gradebook's
   folder, the other workers' folders) covered by empty folders;
+* a disk limit: with ``disk_limit_bytes``, the private folder (with ``/dev/shm`` inside it) is a file system
+  of its own in memory (tmpfs) of that size, seen by the kernel only, filled with a copy of what the grader
+  put there. Nothing the kernel writes reaches the machine's disk, and all of it is gone when the kernel's
+  processes end. The launcher, left outside as a supervisor, stops the kernel when that file system is full
+  and writes why to the policy's ``outcome`` file, with the most it held. The grader reaches the kernel's
+  files (its sockets, its check log) through ``/proc/<launcher>/root``
+  (:class:`cml.instructor.execution.SandboxKernelManager`);
 * no privileges: the user id ``uid`` when the grader runs as root and that user can run Python, else
   the grader's own user with every capability dropped (so it can neither undo the mounts nor write
   anywhere outside its folder).
@@ -31,12 +38,16 @@ import ctypes
 import json
 import os
 import resource
+import select
+import shutil
 import signal
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
-__all__ = ["KERNEL_NAME", "POLICY_VARIABLE", "SandboxPolicy", "write_kernelspec"]
+__all__ = ["KERNEL_NAME", "POLICY_VARIABLE", "SandboxPolicy", "read_outcome", "write_kernelspec"]
 
 POLICY_VARIABLE = "CML_SANDBOX_POLICY"
 KERNEL_NAME = "cml-sandbox"
@@ -68,6 +79,11 @@ class SandboxPolicy:
     sources with solutions, the class's submissions, the gradebook's folder)."""
     report: str = ""
     """File the launcher writes the measures it could not apply to (one line each)."""
+    disk_limit_bytes: int | None = None
+    """Size of the kernel's private file system (its folder and ``/dev/shm``); ``None``: the folder as it is."""
+    outcome: str = ""
+    """File the supervisor writes, when the kernel has ended, as JSON: ``verdict`` (why it stopped the kernel,
+    or ``null``) and ``peak_disk_bytes``."""
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -75,6 +91,16 @@ class SandboxPolicy:
     @classmethod
     def load(cls, path: str | Path) -> SandboxPolicy:
         return cls(**json.loads(Path(path).read_text()))
+
+
+def read_outcome(path: str | Path) -> dict:
+    """The supervisor's ``outcome`` file: ``{"verdict": str | None, "peak_disk_bytes": int}`` (empty before the
+    kernel has ended, or when there is none)."""
+    try:
+        outcome = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return outcome if isinstance(outcome, dict) else {}
 
 
 def write_kernelspec(directory: Path) -> Path:
@@ -115,18 +141,71 @@ def _enter_namespaces(policy: SandboxPolicy) -> None:
     Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
 
 
-def _supervise(child: int) -> None:
-    """Wait for the kernel (process 1 of the new namespace) and leave the way it left."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts reach the kernel through its process group
-    while True:
+class _DiskWatch:
+    """The supervisor's view of the kernel's private file system: how full it is, and whether it is full."""
+
+    _SLACK_BYTES = 1 << 20
+    """A file system with less room than this counts as full (the kernel's next write would fail)."""
+
+    def __init__(self, policy: SandboxPolicy) -> None:
+        self.policy = policy
+        self.peak_bytes = 0
+        # The private file system is mounted by the kernel's side after the fork: until the folder's device
+        # changes, it is still the grader's disk, whose free space says nothing about the kernel.
+        self._device = os.stat(policy.home).st_dev if policy.disk_limit_bytes else None
+
+    def verdict(self) -> str | None:
+        if self._device is None:
+            return None
         try:
-            _, status = os.waitpid(child, 0)
-            break
+            if os.stat(self.policy.home).st_dev == self._device:
+                return None
+            usage = os.statvfs(self.policy.home)
+        except OSError:
+            return None
+        used = (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+        self.peak_bytes = max(self.peak_bytes, used)
+        limit_mb = self.policy.disk_limit_bytes / 2**20
+        if usage.f_bavail * usage.f_frsize < self._SLACK_BYTES:
+            return f"disk limit exceeded: the kernel wrote {used / 2**20:.0f} MB (limit {limit_mb:.0f} MB)"
+        if usage.f_files and usage.f_ffree == 0:
+            return f"disk limit exceeded: the kernel created {usage.f_files} files and folders (the most it may)"
+        return None
+
+
+def _wait(child: int, watch: _DiskWatch, interval: float = 0.1) -> tuple[int, str | None]:
+    """Wait for the kernel to end, killing it (and so its whole namespace) when its file system is full."""
+    try:
+        ended = os.pidfd_open(child)
+    except (AttributeError, OSError):
+        ended = None
+    verdict = None
+    while True:
+        if ended is not None:
+            select.select([ended], [], [], interval)
+        else:
+            time.sleep(interval)
+        try:
+            pid, status = os.waitpid(child, os.WNOHANG)
         except InterruptedError:
             continue
+        if pid:
+            return status, verdict
+        if verdict is None and (verdict := watch.verdict()):
+            os.kill(child, signal.SIGKILL)
+
+
+def _supervise(child: int, policy: SandboxPolicy, outcome: IO[str]) -> None:
+    """Wait for the kernel (process 1 of the new namespace) and leave the way it left; say how in ``outcome``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts reach the kernel through its process group
+    watch = _DiskWatch(policy)
+    status, verdict = _wait(child, watch)
+    outcome.write(json.dumps({"verdict": verdict, "peak_disk_bytes": watch.peak_bytes}))
+    outcome.close()
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
-        signal.signal(number, signal.SIG_DFL)
+        if number not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset
+            signal.signal(number, signal.SIG_DFL)
         os.kill(os.getpid(), number)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
@@ -135,21 +214,51 @@ def _mount_flags(options: str) -> int:
     return sum(flag for name, flag in _KEPT_MOUNT_FLAGS.items() if name in options.split(","))
 
 
-def _lock_file_system(policy: SandboxPolicy) -> None:
-    """In the new mount namespace: fresh /proc, private /dev/shm, hidden paths, everything else read-only."""
+def _private_file_system(policy: SandboxPolicy) -> None:
+    """Mount a tmpfs of ``disk_limit_bytes`` on the kernel's folder, holding a copy of what was there, with
+    ``/dev/shm`` a folder of it; then work where the kernel was started, in the new file system."""
+    libc = _libc()
+    home = policy.home.encode()
+    limit = int(policy.disk_limit_bytes or 0)
+    before = os.open(policy.home, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        options = f"size={limit},nr_inodes={max(10_000, limit // 8192)},mode=0700".encode()
+        _check(libc.mount(b"tmpfs", home, b"tmpfs", _MS_NOSUID | _MS_NODEV, options), "mount: the kernel's folder")
+        shutil.copytree(f"/proc/self/fd/{before}", policy.home, symlinks=True, dirs_exist_ok=True)
+    finally:
+        os.close(before)
+    shared = os.path.join(policy.home, ".shm")
+    os.makedirs(shared, exist_ok=True)
+    os.chmod(shared, 0o1777)
+    if os.path.isdir("/dev/shm"):
+        _check(libc.mount(shared.encode(), b"/dev/shm", None, _MS_BIND, None), "mount /dev/shm")
+    os.chdir(os.getcwd())  # the same path, now in the kernel's own file system
+
+
+def _lock_file_system(policy: SandboxPolicy) -> list[str]:
+    """In the new mount namespace: fresh /proc, private /dev/shm, hidden paths, everything else read-only; returns
+    the measures that could not be applied."""
     libc = _libc()
     # Mounts made here must not propagate back to the grader's view.
     _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount: make / private")
     _check(libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "mount /proc")
-    if os.path.isdir("/dev/shm"):
-        _check(libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=256m,mode=1777"),
-               "mount /dev/shm")
     for path in policy.hidden_paths:
         if os.path.isdir(path):
             _check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV,
                               b"size=4k,mode=0555"), f"mount: hide {path}")
     home = policy.home.encode()
-    _check(libc.mount(home, home, None, _MS_BIND | _MS_REC, None), "mount: bind the kernel's folder")
+    gaps = []
+    if policy.disk_limit_bytes:
+        try:
+            _private_file_system(policy)
+        except OSError as error:
+            gaps.append(f"disk limit: {error}")
+            policy.disk_limit_bytes = None
+    if not policy.disk_limit_bytes:
+        if os.path.isdir("/dev/shm"):
+            _check(libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=256m,mode=1777"),
+                   "mount /dev/shm")
+        _check(libc.mount(home, home, None, _MS_BIND | _MS_REC, None), "mount: bind the kernel's folder")
     writable = {os.path.realpath(policy.home), "/dev/shm"}
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
@@ -158,6 +267,7 @@ def _lock_file_system(policy: SandboxPolicy) -> None:
             continue
         flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _mount_flags(options)
         _check(libc.mount(None, point.encode(), None, flags, None), f"mount: make {point} read-only")
+    return gaps
 
 
 def _drop_privileges(policy: SandboxPolicy, connection_file: str | None) -> str | None:
@@ -199,8 +309,9 @@ def main(argv: list[str]) -> None:
     command = argv[argv.index("--") + 1:]
     policy = SandboxPolicy.load(os.environ[POLICY_VARIABLE])
     gaps = []
-    # Opened first: the report lies where the kernel may not write.
+    # Opened first: both lie where the kernel may not write (nor, once the file system is locked, the supervisor).
     report = open(policy.report or os.devnull, "w")
+    outcome = open(policy.outcome or os.devnull, "w")
     if os.getsid(0) != os.getpid():  # jupyter_client usually starts kernels in a session of their own already
         os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -217,12 +328,15 @@ def main(argv: list[str]) -> None:
         child = os.fork()
         if child:
             report.close()
-            _supervise(child)
+            _supervise(child, policy, outcome)
+        outcome.close()  # the supervisor's alone (Python's descriptors close at exec anyway)
         _check(_libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
         try:
-            _lock_file_system(policy)
+            gaps += _lock_file_system(policy)
         except OSError as error:
             gaps.append(f"file-system isolation: {error}")
+    if policy.disk_limit_bytes and not namespaces:
+        gaps.append("disk limit: it needs the file-system namespace")
     gap = _drop_privileges(policy, _connection_file(command))
     gaps += [gap] if gap else []
     report.write("".join(f"{line}\n" for line in gaps))

@@ -33,11 +33,12 @@ from traitlets.config import Config, PyFileConfigLoader
 
 from cml.check_log import SEED_VARIABLE
 from cml.instructor import execution
-from cml.instructor.execution import ResilientExecute
+from cml.instructor.execution import ResilientExecute, SandboxKernelManager
 from cml.instructor.grader import GRADING_ENVIRONMENT
 from cml.instructor.intake import prepare_submission
 from cml.instructor.release import CONFIG_FILE
-from cml.instructor.sandbox import KERNEL_NAME, POLICY_VARIABLE, SandboxPolicy
+from cml.instructor.sanitize import SanitizeNotebook
+from cml.instructor.sandbox import KERNEL_NAME, POLICY_VARIABLE, SandboxPolicy, read_outcome
 from cml.instructor.verdicts import CheckVerdicts
 from cml.instructor.watchdog import KernelWatchdog
 
@@ -54,6 +55,9 @@ class Limits:
     """Seconds the whole submission (all its notebooks) may take."""
     memory_mb: int = 4096
     """Resident memory of the kernel and everything it starts, together."""
+    disk_mb: int = 1024
+    """What the kernel may write, together: its private folder, its temporary files and ``/dev/shm`` (sandboxed
+    kernels only: the sandbox keeps them in a file system of this size, in memory)."""
     max_output_bytes: int = 2_000_000
     """Output one cell may produce."""
 
@@ -102,6 +106,8 @@ class Outcome:
     execution_seconds: float = 0.0
     """Time spent running cells (the part of ``seconds`` that plain execution would cost as well)."""
     peak_memory_mb: float = 0.0
+    peak_disk_mb: float = 0.0
+    """The most the kernel's private file system held (sandboxed kernels with a disk limit)."""
     isolation_gaps: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     """Seconds spent in each step: ``prepare``, ``autograde`` (nbgrader, with execution), ``feedback``, ``collect``."""
@@ -171,7 +177,7 @@ def _nbgrader_config(settings: WorkerSettings, course: Path, home: Path, job: Jo
     config.CourseDirectory.student_id = job.student
     config.Autograde.autograde_preprocessors = [
         ResilientExecute, CheckVerdicts, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
-        AssignLatePenalties, CheckCellMetadata,
+        AssignLatePenalties, CheckCellMetadata, SanitizeNotebook,  # last: the grades are saved, then made inert
     ]
     limits = settings.limits
     config.ResilientExecute.timeout = limits.cell_timeout
@@ -185,10 +191,12 @@ def _nbgrader_config(settings: WorkerSettings, course: Path, home: Path, job: Jo
             config.CheckVerdicts.reference_file = str(reference)
     if settings.sandbox:
         config.ResilientExecute.kernel_name = KERNEL_NAME
-        # Unix sockets instead of TCP: they work from the kernel's empty network namespace.
+        config.ResilientExecute.kernel_manager_class = SandboxKernelManager
+        # Unix sockets instead of TCP: they work from the kernel's empty network namespace. The kernel makes them
+        # in its own file system; the connection file is the grader's, outside it.
         config.KernelManager.transport = "ipc"
         config.KernelManager.ip = str(home / "kernel")
-        config.KernelManager.connection_file = str(home / "kernel.json")
+        config.KernelManager.connection_file = str(home.parent / "kernel.json")
     return config
 
 
@@ -271,20 +279,23 @@ def grade_submission(job: Job, settings: WorkerSettings, worker: int) -> Outcome
             outcome.status = "flagged"
             return outcome
         home, environment = _kernel_home(private, worker, settings)
+        kernel_outcome = private / "kernel-outcome.json"
         policy = SandboxPolicy(home=str(home), uid=uid, environment=environment,
-                               hidden_paths=_hidden_paths(settings, private), report=str(private / "isolation-gaps.txt"))
+                               hidden_paths=_hidden_paths(settings, private), report=str(private / "isolation-gaps.txt"),
+                               disk_limit_bytes=settings.limits.disk_mb * 2**20, outcome=str(kernel_outcome))
         policy.save(private / "policy.json")
         os.environ[POLICY_VARIABLE] = str(private / "policy.json")
         config = _nbgrader_config(settings, course, home, job)
         coursedir = CourseDirectory(config=config)
         outcome.phases["prepare"] = time.perf_counter() - started
         with KernelWatchdog(settings.limits.memory_mb * 2**20, settings.limits.time_limit, uid=uid) as watchdog:
-            execution.set_interruption_source(lambda: watchdog.verdict)
+            execution.set_interruption_source(lambda: watchdog.verdict or read_outcome(kernel_outcome).get("verdict"))
             execution.reset_statistics()
             Autograde(coursedir=coursedir, config=config).start()
         outcome.execution_seconds = execution.statistics()["cell_seconds"]
         outcome.notes += execution.statistics()["problems"]
         outcome.peak_memory_mb = watchdog.peak_bytes / 2**20
+        outcome.peak_disk_mb = read_outcome(kernel_outcome).get("peak_disk_bytes", 0) / 2**20
         if watchdog.leftover_processes:
             outcome.notes.append(f"{watchdog.leftover_processes} process(es) the notebook left running were killed.")
         gaps = private / "isolation-gaps.txt"

@@ -1,0 +1,117 @@
+"""A Jupyter server extension that shows students' notebooks in nbgrader's formgrader without running their code.
+
+nbgrader's manual-grading page (``/formgrader/submissions/<id>/``) renders the autograded notebook with
+nbconvert into the instructor's logged-in Jupyter origin. ``cml-course grade`` already stores that notebook
+sanitised (:mod:`cml.instructor.sanitize`); this extension adds the layers that hold even when a notebook was
+graded otherwise (plain ``nbgrader autograde``) or a sanitiser misses something:
+
+* the page is rendered by :class:`~cml.instructor.inert_html.InertHTMLExporter` (the notebook sanitised again,
+  the student's name escaped, since nbgrader's template writes it unescaped);
+* it is sent with a ``Content-Security-Policy`` that admits only the formgrader template's own scripts (by hash
+  and by folder), lets scripts send requests only to ``/formgrader/api/``, and forbids forms, frames, plug-ins
+  and a changed base URL; and with ``Cross-Origin-Opener-Policy: same-origin``.
+
+The package enables it in every Jupyter server of its environment
+(``etc/jupyter/jupyter_server_config.d/cml-course.json``); it changes nothing but that one page.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Any
+
+from jupyter_server.utils import url_path_join
+
+from cml.instructor.inert_html import CONNECT_RESOURCE, ORIGIN_RESOURCE, POLICY_RESOURCE, InertHTMLExporter
+from cml.instructor.sanitize import SOURCE_RESOURCE
+
+__all__ = ["guarded_handler_class", "install_guard"]
+
+_EXPORTER_SETTING = "cml_inert_exporter"
+_REFUSE_ALL = "default-src 'none'; frame-ancestors 'self'"
+"""The policy of the page before the notebook is rendered (an error page, say)."""
+
+
+def guarded_handler_class(submission_handler: type) -> type:
+    """nbgrader's ``SubmissionHandler`` rendering through :class:`InertHTMLExporter` under a strict policy."""
+
+    class GuardedSubmissionHandler(submission_handler):  # type: ignore[misc, valid-type]
+        _policy = _REFUSE_ALL
+
+        @property
+        def content_security_policy(self) -> str:
+            return self._policy
+
+        def set_default_headers(self) -> None:
+            super().set_default_headers()
+            self.set_header("Cross-Origin-Opener-Policy", "same-origin")
+
+        @property
+        def exporter(self) -> Any:
+            return _PageExporter(self)
+
+    return GuardedSubmissionHandler
+
+
+class _PageExporter:
+    """What ``SubmissionHandler.get`` calls as ``self.exporter``: renders one page and sets its policy header."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+
+    def from_filename(self, filename: str, resources: dict) -> tuple[str, dict]:
+        handler = self.handler
+        exporter = handler.settings.get(_EXPORTER_SETTING)
+        if exporter is None:
+            original = handler.settings["nbgrader_exporter"]
+            exporter = InertHTMLExporter(config=original.config, template_name=original.template_name,
+                                         extra_template_basedirs=list(original.extra_template_basedirs))
+            handler.settings[_EXPORTER_SETTING] = exporter
+        origin = f"{handler.request.protocol}://{handler.request.host}"
+        for key in ("student", "first_name", "last_name"):  # written into the page unescaped by nbgrader's template
+            if isinstance(resources.get(key), str):
+                resources[key] = html.escape(resources[key])
+        coursedir = handler.coursedir
+        source = os.path.join(coursedir.format_path(coursedir.source_directory, ".", resources["assignment_id"]),
+                              f"{resources['notebook_id']}.ipynb")
+        resources.update({
+            SOURCE_RESOURCE: source,
+            ORIGIN_RESOURCE: origin,
+            CONNECT_RESOURCE: (origin + url_path_join(handler.base_url, "formgrader", "api") + "/",),
+        })
+        page, resources = exporter.from_filename(filename, resources=resources)
+        handler._policy = resources[POLICY_RESOURCE] + "; frame-ancestors 'self'"
+        handler.set_header("Content-Security-Policy", handler._policy)
+        return page, resources
+
+
+def install_guard(web_app: Any) -> int:
+    """Route nbgrader's manual-grading page to the guarded handler; returns how many routes were changed."""
+    from nbgrader.server_extensions.formgrader.handlers import SubmissionHandler
+
+    guarded = guarded_handler_class(SubmissionHandler)
+    changed = 0
+    pending = list(web_app.default_router.rules)
+    while pending:
+        rule = pending.pop()
+        if rule.target is SubmissionHandler:
+            rule.target = guarded
+            changed += 1
+        elif hasattr(rule.target, "rules"):
+            pending += rule.target.rules
+    return changed
+
+
+def _jupyter_server_extension_points() -> list[dict]:
+    return [{"module": "cml.instructor.formgrader_guard"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    def install() -> None:
+        changed = install_guard(serverapp.web_app)
+        if changed:
+            serverapp.log.info("cml: the formgrader's manual-grading page renders students' notebooks inert")
+
+    # Extensions load in alphabetical order, nbgrader's after this one: install once all have loaded.
+    serverapp.io_loop.add_callback(install)
