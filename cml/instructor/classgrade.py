@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import queue
+import re
 import shutil
 import stat
 import subprocess
@@ -80,10 +81,15 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}\Z")
+"""The student ids (folder names) graded: nbgrader's formgrader writes them into its pages unescaped."""
+
+
 def copy_submissions(submissions: Path, target: Path) -> list[str]:
     """Copy ``<student>/<assignment>/...`` keeping only plain files and folders; notes on what was left out.
 
     Links could point at other students' work or at the grader's files, and the grader reads what it copies.
+    A student folder whose name is not a plain id (:data:`STUDENT_ID`) is left out, with a note.
     """
     notes = []
     for folder, folders, files in os.walk(submissions):
@@ -94,6 +100,10 @@ def copy_submissions(submissions: Path, target: Path) -> list[str]:
                 folders.remove(name)
                 if not name.startswith("."):
                     notes.append(f"{relative / name}: a link to a folder was not copied")
+            elif relative == Path(".") and not STUDENT_ID.match(name):
+                folders.remove(name)
+                notes.append(f"student folder {name!a} not graded: a student id is letters, digits and . _ - @ + "
+                             "(rename the folder)")
         for name in files:
             path = os.path.join(folder, name)
             mode = os.lstat(path).st_mode

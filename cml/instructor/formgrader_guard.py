@@ -23,9 +23,6 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from cml.instructor.inert_html import CONNECT_RESOURCE, ORIGIN_RESOURCE, POLICY_RESOURCE, InertHTMLExporter
-from cml.instructor.sanitize import SOURCE_RESOURCE
-
 __all__ = ["guarded_handler_class", "install_guard"]
 
 _EXPORTER_SETTING = "cml_inert_exporter"
@@ -61,6 +58,10 @@ class _PageExporter:
         self.handler = handler
 
     def from_filename(self, filename: str, resources: dict) -> tuple[str, dict]:
+        # Imported here: the extension loads in every Jupyter server, students' included, and nbconvert is slow.
+        from cml.instructor.inert_html import CONNECT_RESOURCE, ORIGIN_RESOURCE, POLICY_RESOURCE, InertHTMLExporter
+        from cml.instructor.sanitize import SOURCE_RESOURCE
+
         handler = self.handler
         exporter = handler.settings.get(_EXPORTER_SETTING)
         if exporter is None:
@@ -78,7 +79,7 @@ class _PageExporter:
         resources.update({
             SOURCE_RESOURCE: source,
             ORIGIN_RESOURCE: origin,
-            CONNECT_RESOURCE: (origin + url_path_join(handler.base_url, "formgrader", "api") + "/",),
+            CONNECT_RESOURCE: (origin + "/" + url_path_join(handler.base_url, "formgrader", "api").strip("/") + "/",),
         })
         page, resources = exporter.from_filename(filename, resources=resources)
         handler._policy = resources[POLICY_RESOURCE] + "; frame-ancestors 'self'"

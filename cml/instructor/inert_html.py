@@ -21,6 +21,7 @@ import base64
 import copy
 import hashlib
 import html
+import posixpath
 import re
 from html.parser import HTMLParser
 from typing import Any
@@ -91,6 +92,16 @@ def _folder(url: str, origin: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc}{parts.path.rsplit('/', 1)[0]}/"
 
 
+def _asset_roots(folders: list[str]) -> list[str]:
+    """Per site, the deepest folder holding all of ``folders``: where the template's style sheets find their fonts
+    and pictures (``../fonts/`` beside a style sheet's folder, say)."""
+    sites: dict[str, list[str]] = {}
+    for folder in folders:
+        parts = urlsplit(folder)
+        sites.setdefault(f"{parts.scheme}://{parts.netloc}", []).append(parts.path)
+    return sorted(site + posixpath.join(posixpath.commonpath(paths), "") for site, paths in sites.items())
+
+
 def content_security_policy(template_html: str, origin: str | None = None, connect: tuple[str, ...] = (),
                             header: bool = False) -> str:
     """A policy that lets run exactly the scripts of ``template_html`` (the page around a notebook with no cells).
@@ -103,6 +114,7 @@ def content_security_policy(template_html: str, origin: str | None = None, conne
     parts.close()
     script_folders = sorted({folder for url in parts.script_urls if (folder := _folder(url, origin))})
     style_folders = sorted({folder for url in parts.style_urls if (folder := _folder(url, origin))})
+    assets = _asset_roots(script_folders + style_folders)
     hashes = sorted({_hash(text) for text in parts.inline_scripts if text.strip()})
     handler_hashes = sorted({_hash(text) for text in parts.handlers})
     scripts = [*script_folders, *hashes, *handler_hashes] + (["'unsafe-hashes'"] if handler_hashes else [])
@@ -112,8 +124,8 @@ def content_security_policy(template_html: str, origin: str | None = None, conne
         # Inline styles are the template's (nbconvert inlines its CSS); a student's were removed by the sanitiser,
         # and whatever a style could fetch is limited by img-src and font-src below.
         "style-src": ["'unsafe-inline'", *style_folders],
-        "img-src": ["data:", *style_folders],
-        "font-src": ["data:", *style_folders, *script_folders],
+        "img-src": ["data:", *assets],
+        "font-src": ["data:", *assets],
         "connect-src": list(connect) or ["'none'"],
         "base-uri": ["'none'"],
         "form-action": ["'none'"],

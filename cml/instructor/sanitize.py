@@ -15,7 +15,7 @@ of it (the formgrader's manual-grading page, the students' feedback) holds nothi
   are rendered the way nbconvert renders them, sanitised, and stored as that HTML, on one line so that
   rendering it again as markdown passes it through unchanged; their attachments (already embedded as
   ``data:`` images by the rendering) go;
-* **raw cells** are reduced to their text;
+* **raw cells** other than the instructor's become markdown cells showing their text;
 * **metadata**: cells keep only well-formed nbgrader metadata and a well-formed id, the notebook only the
   kernel's and language's names.
 
@@ -111,7 +111,11 @@ def escape_markdown(text: str) -> str:
 def _one_line(markup: str) -> str:
     """The same HTML on one line (newlines as character references), wrapped in a ``<div>``: a markdown
     renderer passes such a line through untouched (an HTML block ends only at a blank line)."""
-    return f'<div class="{SANITISED_CLASS}">' + markup.strip().replace("\r", "").replace("\n", "&#10;") + "</div>"
+    line = markup.strip().replace("\r", "").replace("\n", "&#10;")
+    opening = f'<div class="{SANITISED_CLASS}">'
+    if line.startswith(opening) and line.endswith("</div>"):
+        return line
+    return opening + line + "</div>"
 
 
 def inert_markdown(source: str, attachments: dict | None = None) -> str:
@@ -132,15 +136,17 @@ def _image_attachments(attachments: Any) -> dict:
     kept = {}
     for name, bundle in attachments.items():
         if isinstance(name, str) and isinstance(bundle, dict):
-            images = {mime: data for mime, data in bundle.items() if mime in _IMAGE_SIGNATURES and _is_image(mime, data)}
+            images = {mime: data for mime, data in bundle.items() if _is_image(mime, data)}
             if images:
                 kept[name] = images
     return kept
 
 
 def _is_image(mime: str, data: Any) -> bool:
-    """Base64 of an image of that type: nothing else may reach ``<img src="data:...">``, which nbconvert writes
-    without escaping."""
+    """Base64 of an image of that type (PNG, JPEG; for attachments also SVG, which runs nothing as an image):
+    nothing else may reach ``<img src="data:...">``."""
+    if mime not in _IMAGE_SIGNATURES and mime != "image/svg+xml":
+        return False
     if isinstance(data, list):
         data = "".join(part for part in data if isinstance(part, str))
     if not isinstance(data, str):
@@ -149,7 +155,7 @@ def _is_image(mime: str, data: Any) -> bool:
         raw = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
         return False
-    return raw.startswith(_IMAGE_SIGNATURES[mime])
+    return raw.startswith(_IMAGE_SIGNATURES.get(mime, b""))
 
 
 def _text(value: Any) -> str:
@@ -253,8 +259,11 @@ def _sanitize_cell(cell: Any, trusted: frozenset[str]) -> NotebookNode | None:
         if source not in trusted:
             source = inert_markdown(source, cell.get("attachments"))
         return nbformat.v4.new_markdown_cell(source, id=identifier, metadata=metadata)
-    return nbformat.v4.new_raw_cell(nh3.clean_text(source) if source not in trusted else source, id=identifier,
-                                    metadata=metadata)
+    if source in trusted:
+        return nbformat.v4.new_raw_cell(source, id=identifier, metadata=metadata)
+    # A raw cell's text goes into the page as it is: shown instead as text, in a markdown cell.
+    return nbformat.v4.new_markdown_cell(_one_line(sanitize_html(f"<pre>{html.escape(source)}</pre>")), id=identifier,
+                                         metadata=metadata)
 
 
 def _notebook_metadata(metadata: Any) -> dict:
