@@ -6,67 +6,27 @@ error, that figures rendered, that the interactive explorer rendered as a live w
 one of its sliders and pressing *Train* change its figure, and saves screenshots to
 ``build/browser/`` (or ``$CML_SCREENSHOTS``).
 
-Chromium comes from Debian (``apt-get install chromium``; ``./course test`` installs it where it
-can). Without it the test is skipped with the reason, except under CI, where it fails.
+Chromium comes from Debian (:mod:`browser_support`). Without it the test is skipped with the reason, except
+under CI, where it fails.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
+from browser_support import REPO, SCREENSHOTS, LabServer, headless_chromium, lab_server
 
 from cml.instructor.notebooks import Course
 from cml.instructor.submissions import Case, write_submission
 
-REPO = Path(__file__).resolve().parents[1]
-SCREENSHOTS = Path(os.environ.get("CML_SCREENSHOTS", REPO / "build" / "browser"))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 # (assignment, number of figures the completed notebook shows at least)
 NOTEBOOKS = [("01_neuron", 6), ("02_backprop", 6)]
-
-
-def _chromium() -> str | None:
-    """Debian's Chromium binary (the real one, not the shell wrapper), or ``$CML_CHROMIUM``."""
-    candidates = [os.environ.get("CML_CHROMIUM", ""), "/usr/lib/chromium/chromium", shutil.which("chromium") or ""]
-    return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must run the browser test)")
-    pytest.skip(reason)
-
-
-@dataclass
-class LabServer:
-    url: str
-    token: str
-    root: Path
-
-    def notebook_url(self, relative_path: Path, workspace: str) -> str:
-        """The notebook alone in a fresh workspace (nothing restored from an earlier page)."""
-        return f"{self.url}/lab/workspaces/{workspace}/tree/{relative_path.as_posix()}?reset&token={self.token}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -77,54 +37,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     settings.mkdir(parents=True)
     # Render every cell (no virtual scrolling), so that the page holds the whole notebook.
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    environment = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(root / ".lab" / "config"),
-        "JUPYTER_RUNTIME_DIR": str(root / ".lab" / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(root / ".lab" / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / ".lab" / "workspaces"),
-    }
-    port, token = _free_port(), secrets.token_hex(16)
-    log_path = root / ".lab" / "server.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
-            cwd=root, env=environment, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("JupyterLab did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.3)
-        yield LabServer(url, token, root)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with lab_server(root, root / ".lab") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install -e '.[dev]')")
-    executable = _chromium()
-    if executable is None:
-        _unavailable("Chromium was not found (apt-get install chromium, or set CML_CHROMIUM)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, headless=True)
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 PROMPTS = """() => {

@@ -31,7 +31,15 @@ from cml.instructor.worker import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = f"cml-background-{uuid.uuid4().hex[:8]}"
-LIMITS = Limits(cell_timeout=5, time_limit=15, memory_mb=800, max_output_bytes=200_000)
+LIMITS = Limits(cell_timeout=5, time_limit=15, memory_mb=800, max_output_bytes=200_000, disk_mb=64)
+DISK_BOMB = """import os
+for place in (os.getcwd(), os.environ["HOME"], os.environ["TMPDIR"], "/dev/shm"):
+    for index in range(100):  # 3 GB in 8 MB files (each below the per-file limit), whatever fails
+        try:
+            with open(os.path.join(place, f"junk{index}"), "wb") as stream:
+                stream.write(bytes(8 << 20))
+        except OSError:
+            pass"""
 def _hostile_b(code: str) -> str:
     return code + "\n" + CORRECT["answer_b"]
 
@@ -93,6 +101,7 @@ def build_class(root: Path) -> tuple[Course, Path, Path]:
         "stubborn": student_notebook(answer_b=_hostile_b(
             "while True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass")),
         "memory": student_notebook(answer_b=_hostile_b("hog = bytearray(3 * 2**30)")),
+        "diskbomb": student_notebook(answer_b=_hostile_b(DISK_BOMB)),
         "osexit": student_notebook(answer_b=_hostile_b("os._exit(1)")),
         "quit": student_notebook(answer_b=_hostile_b("exit()")),  # IPython's exit, not sys.exit
         "segfault": student_notebook(answer_b=_hostile_b("import ctypes\nctypes.string_at(0)")),
@@ -143,6 +152,7 @@ EXPECTED = {
     "stubborn": (1, "flagged", "answer_b ran longer than 5 s and did not stop when interrupted"),
     "slow": (1, "flagged", "time limit exceeded"),
     "memory": (1, "flagged", "memory limit exceeded"),
+    "diskbomb": (1, "flagged", "disk limit exceeded"),
     "osexit": (1, "flagged", "exited with code 1"),
     "quit": (6, "graded", ""),  # exit() in a kernel only asks the front end to close it
     "segfault": (1, "flagged", "SIGSEGV"),
@@ -176,7 +186,7 @@ def test_every_submission_is_graded_as_far_as_it_can_be(graded, student: str) ->
     run, _, outcomes = graded
     score, status, words = EXPECTED[student]
     outcome = outcomes[student]
-    if student == "snoop" and outcome.isolation_gaps:
+    if student in ("snoop", "diskbomb") and outcome.isolation_gaps:
         pytest.skip("isolation incomplete on this machine: " + "; ".join(outcome.isolation_gaps))
     row = next(row for row in _rows(run.csv_report) if row["student"] == student)
     assert (float(row["code_score"]), float(row["max_code_score"])) == (score, 6), row
@@ -222,7 +232,10 @@ def test_reports_say_what_happened_to_whom(graded) -> None:
     entry = next(e for e in report["submissions"] if e["student"] == "memory")
     assert any("memory limit" in note for note in entry["notes"])
     assert {cell["name"] for cell in entry["cells"]} == {"test_a", "test_b", "test_c"}
-    assert report["limits"]["memory_mb"] == LIMITS.memory_mb
+    assert report["limits"]["memory_mb"] == LIMITS.memory_mb and report["limits"]["disk_mb"] == LIMITS.disk_mb
+    bomb = next(e for e in report["submissions"] if e["student"] == "diskbomb")
+    if not bomb["isolation_gaps"]:
+        assert LIMITS.disk_mb - 2 <= bomb["peak_disk_mb"] <= LIMITS.disk_mb
 
 
 def test_feedback_shows_results_but_no_hidden_test(graded) -> None:

@@ -30,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 import nbformat
 from nbconvert.exporters import HTMLExporter
 from nbformat import NotebookNode
+from traitlets import Bool
 
 from cml.instructor.sanitize import instructor_notebooks, sanitize_notebook, trusted_markdown
 
@@ -141,6 +142,9 @@ def content_security_policy(template_html: str, origin: str | None = None, conne
 class InertHTMLExporter(HTMLExporter):
     """``HTMLExporter`` whose pages show a sanitised notebook under a policy that admits only the template's scripts."""
 
+    sanitize = Bool(True, help="Make the notebook inert before rendering it; off only to test that the policy "
+                               "alone stops a student's script.").tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._skeleton = False
@@ -149,6 +153,8 @@ class InertHTMLExporter(HTMLExporter):
         if self._skeleton:
             return nb, resources
         nb, resources = super()._preprocess(nb, resources)
+        if not self.sanitize:
+            return nb, resources
         return sanitize_notebook(nb, trusted_markdown(instructor_notebooks(resources, self.config))), resources
 
     def from_notebook_node(self, nb: NotebookNode, resources: dict[str, Any] | None = None,

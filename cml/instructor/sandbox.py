@@ -190,6 +190,7 @@ def _wait(child: int, watch: _DiskWatch, interval: float = 0.1) -> tuple[int, st
         except InterruptedError:
             continue
         if pid:
+            watch.verdict()  # a last look, for the peak: the file system lives as long as this process
             return status, verdict
         if verdict is None and (verdict := watch.verdict()):
             os.kill(child, signal.SIGKILL)
