@@ -21,7 +21,6 @@ import html
 import os
 from typing import Any
 
-from jupyter_server.utils import url_path_join
 
 __all__ = ["guarded_handler_class", "install_guard"]
 
@@ -70,6 +69,8 @@ class _PageExporter:
                                          extra_template_basedirs=list(original.extra_template_basedirs))
             handler.settings[_EXPORTER_SETTING] = exporter
         origin = f"{handler.request.protocol}://{handler.request.host}"
+        # nbgrader's page waits for MathJax from a CDN, and offline it never comes: use the server's own if it has one.
+        exporter.mathjax_url = _local_mathjax(handler, origin)
         for key in ("student", "first_name", "last_name"):  # written into the page unescaped by nbgrader's template
             if isinstance(resources.get(key), str):
                 resources[key] = html.escape(resources[key])
@@ -79,12 +80,26 @@ class _PageExporter:
         resources.update({
             SOURCE_RESOURCE: source,
             ORIGIN_RESOURCE: origin,
-            CONNECT_RESOURCE: (origin + "/" + url_path_join(handler.base_url, "formgrader", "api").strip("/") + "/",),
+            CONNECT_RESOURCE: (_server_url(origin, handler.base_url, "formgrader/api/"),),
         })
         page, resources = exporter.from_filename(filename, resources=resources)
         handler._policy = resources[POLICY_RESOURCE] + "; frame-ancestors 'self'"
         handler.set_header("Content-Security-Policy", handler._policy)
         return page, resources
+
+
+def _server_url(origin: str, base_url: str, path: str) -> str:
+    """``origin`` + the server's ``base_url`` + ``path`` (a trailing ``/`` kept)."""
+    return f"{origin}/" + "/".join(part.strip("/") for part in (base_url, path) if part.strip("/")) + \
+        ("/" if path.endswith("/") else "")
+
+
+def _local_mathjax(handler: Any, origin: str) -> str:
+    """The URL of MathJax with its configuration where this server serves it (jupyter-server-mathjax), else ``""``."""
+    path, configuration = handler.settings.get("mathjax_url"), handler.settings.get("mathjax_config")
+    if not path or not configuration:
+        return ""
+    return _server_url(origin, "", path) + f"?config={configuration}"
 
 
 def install_guard(web_app: Any) -> int:

@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 import nbformat
 from nbconvert.exporters import HTMLExporter
 from nbformat import NotebookNode
-from traitlets import Bool
+from traitlets import Bool, Unicode
 
 from cml.instructor.sanitize import instructor_notebooks, sanitize_notebook, trusted_markdown
 
@@ -139,8 +139,24 @@ def content_security_policy(template_html: str, origin: str | None = None, conne
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
+def _use_mathjax(url: str, page: str, template: str) -> tuple[str, str]:
+    """``page`` and ``template`` loading MathJax from ``url`` instead of the template's own MathJax script."""
+    parts = TemplateParts()
+    parts.feed(template)
+    for source in parts.script_urls:
+        if "mathjax" in urlsplit(source).path.lower():
+            query = urlsplit(source).query
+            local = url + (f"?{query}" if query and "?" not in url else "")
+            for quoted in (f'src="{source}"', f'src="{html.escape(source)}"'):
+                page, template = page.replace(quoted, f'src="{local}"'), template.replace(quoted, f'src="{local}"')
+    return page, template
+
+
 class InertHTMLExporter(HTMLExporter):
     """``HTMLExporter`` whose pages show a sanitised notebook under a policy that admits only the template's scripts."""
+
+    mathjax_url = Unicode("", help="Load MathJax from this URL (its query kept) instead of the one the template "
+                                   "names, a CDN: a server with jupyter-server-mathjax keeps working offline.").tag(config=True)
 
     sanitize = Bool(True, help="Make the notebook inert before rendering it; off only to test that the policy "
                                "alone stops a student's script.").tag(config=True)
@@ -167,6 +183,8 @@ class InertHTMLExporter(HTMLExporter):
             template, _ = super().from_notebook_node(sanitize_notebook(skeleton), copy.copy(resources), **kw)
         finally:
             self._skeleton = False
+        if self.mathjax_url:
+            page, template = _use_mathjax(self.mathjax_url, page, template)
         policy = content_security_policy(template, resources.get(ORIGIN_RESOURCE),
                                          tuple(resources.get(CONNECT_RESOURCE, ())))
         resources[POLICY_RESOURCE] = policy
