@@ -43,3 +43,14 @@ def test_tiled_sample_keeps_labels_with_their_images() -> None:
         for image, label in zip(images[:10], labels[:10]):
             same = (shifted[train_labels == label] == image).all(axis=(2, 3))
             assert same.any(), "a tiled image matches no shifted sample image of its label"
+
+
+def test_sanitize_cost_benchmark_reports_each_notebook(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    graded = tmp_path / "autograded" / "someone" / "01_neuron"
+    graded.mkdir(parents=True)
+    shutil.copy(REPO / "source" / "01_neuron" / "01_neuron.ipynb", graded)
+    assert _load("sanitize_cost").main(["01_neuron", "--from", str(tmp_path), "--repeats", "1"]) == 0
+    output = capsys.readouterr().out
+    assert "feedback before" in output and output.count("01_neuron") == 1 and "mean" in output
