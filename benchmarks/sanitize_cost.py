@@ -26,21 +26,9 @@ import nbformat
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cml.instructor.inert_html import InertHTMLExporter  # noqa: E402
+from cml.instructor.inert_html import InertHTMLExporter, feedback_config  # noqa: E402
 from cml.instructor.notebooks import Course  # noqa: E402
 from cml.instructor.sanitize import sanitize_notebook, trusted_markdown  # noqa: E402
-
-
-def _feedback_config():
-    import nbgrader
-    from traitlets.config import Config
-
-    formgrader = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader"
-    config = Config()
-    config.HTMLExporter.template_name = "feedback"
-    config.HTMLExporter.extra_template_basedirs = [str(formgrader / "templates")]
-    config.HTMLExporter.extra_template_paths = [str(formgrader / "static" / "node_modules" / "bootstrap" / "dist" / "css")]
-    return config
 
 
 def _as_graded(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -88,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     course = Course(REPO)
     notebooks = executed_notebooks(course, arguments.assignments or course.assignments(), arguments.graded)
-    config = _feedback_config()
+    config = feedback_config()
     from nbconvert import HTMLExporter
 
     before, inert = HTMLExporter(config=config), InertHTMLExporter(config=config)

@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,10 @@ from hostile_content import FILE_NAME, PWNED, WRITTEN_ANSWER, add_markdown_vecto
 from nbformat.v4 import new_code_cell
 from nbgrader.api import Gradebook
 from probe_course import source_notebook, student_notebook
-from test_sanitize import _feedback_config, _scored
+from test_sanitize import _scored
 
 from cml.instructor.classgrade import grade_class
-from cml.instructor.inert_html import InertHTMLExporter
+from cml.instructor.inert_html import InertHTMLExporter, feedback_config
 from cml.instructor.notebooks import Course
 from cml.instructor.worker import Limits
 
@@ -163,37 +164,36 @@ def test_no_student_script_runs_in_the_manual_grading_view(graded: tuple[Path, A
     assert _server_activity(lab) == before
 
 
-def test_honest_figures_render_in_the_formgrader(graded: tuple[Path, Any], lab: LabServer, browser: Any) -> None:
-    workdir, _ = graded
+@contextmanager
+def _manual_grading_page(browser: Any, lab: LabServer, workdir: Path, student: str) -> Iterator[Any]:
+    """The instructor, logged in, on ``student``'s submission in the manual-grading view, its grades loaded."""
     context = browser.new_context()
-    _log_in(context, lab)
-    page = context.new_page()
     try:
-        page.goto(f"{lab.url}/formgrader/submissions/{_submission_ids(workdir)['honest']}/")
-        figure = page.locator("img[src^='data:image/png']").first
-        figure.wait_for(timeout=10_000)
-        assert figure.evaluate("img => img.naturalWidth") > 100
+        _log_in(context, lab)
+        page = context.new_page()
+        page.goto(f"{lab.url}/formgrader/submissions/{_submission_ids(workdir)[student]}/")
+        page.wait_for_function("() => document.querySelector('#test_a').placeholder === '1'", timeout=10_000)
+        yield page
     finally:
         context.close()
+
+
+def test_honest_figures_render_in_the_formgrader(graded: tuple[Path, Any], lab: LabServer, browser: Any) -> None:
+    with _manual_grading_page(browser, lab, graded[0], "honest") as page:
+        figure = page.locator("img[src^='data:image/png']").first
+        assert figure.evaluate("img => img.naturalWidth") > 100
 
 
 def test_the_instructor_grades_a_written_answer(graded: tuple[Path, Any], lab: LabServer, browser: Any) -> None:
     """In the page of the student whose written answer carries script: the score is saved and exported."""
     workdir, _ = graded
-    context = browser.new_context()
-    _log_in(context, lab)
-    page = context.new_page()
-    try:
-        page.goto(f"{lab.url}/formgrader/submissions/{_submission_ids(workdir)['markdown']}/")
-        page.wait_for_function("() => document.querySelector('#test_a').placeholder === '1'", timeout=10_000)
+    with _manual_grading_page(browser, lab, workdir, "markdown") as page:
         score = page.locator("#answer_w")
         with page.expect_response(lambda r: "/formgrader/api/grade/" in r.url and r.request.method == "PUT") as saved:
             score.fill("1.5")
             score.press("Enter")
         assert saved.value.status == 200
         page.screenshot(path=SCREENSHOTS / "formgrader-manual-grade.png", full_page=True)
-    finally:
-        context.close()
     export = workdir / "export.csv"
     completed = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(export)], cwd=workdir,
                                capture_output=True, text=True, timeout=120, check=False)
@@ -227,7 +227,7 @@ def test_the_policy_alone_stops_the_script(tmp_path: Path, browser: Any) -> None
     hostile = add_markdown_vectors(student_notebook(True, answer_w=WRITTEN_ANSWER))
     hostile.cells.insert(3, with_outputs(new_code_cell("# display cell")))
     resources = {"nbgrader": {"notebook": "probe", "score": 6, "max_score": 8, "late_penalty": 0}}
-    exporter = InertHTMLExporter(config=_feedback_config(), sanitize=False)
+    exporter = InertHTMLExporter(config=feedback_config(), sanitize=False)
     guarded, _ = exporter.from_notebook_node(_scored(copy.deepcopy(hostile)), copy.deepcopy(resources))
     unguarded = guarded.replace('http-equiv="Content-Security-Policy"', 'data-policy-removed="1"', 1)
     results = {}

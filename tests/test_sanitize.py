@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import nbformat
-import nbgrader
 import pytest
 from hostile_content import (
     BUNDLES,
@@ -29,10 +28,9 @@ from hostile_content import (
 )
 from nbconvert import HTMLExporter
 from probe_course import source_notebook, student_notebook
-from traitlets.config import Config
 
 from cml.instructor.classgrade import copy_submissions
-from cml.instructor.inert_html import POLICY_RESOURCE, InertHTMLExporter, content_security_policy
+from cml.instructor.inert_html import POLICY_RESOURCE, InertHTMLExporter, content_security_policy, feedback_config
 from cml.instructor.intake import prepare_submission
 from cml.instructor.notebooks import grade_id
 from cml.instructor.sanitize import sanitize_html, sanitize_notebook, trusted_markdown
@@ -140,15 +138,6 @@ def test_rendering_inert_markdown_again_changes_nothing() -> None:
             assert rendered.strip() == cell.source.strip()
 
 
-def _feedback_config() -> Config:
-    templates = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader"
-    config = Config()
-    config.HTMLExporter.template_name = "feedback"
-    config.HTMLExporter.extra_template_basedirs = [str(templates / "templates")]
-    config.HTMLExporter.extra_template_paths = [str(templates / "static" / "node_modules" / "bootstrap" / "dist" / "css")]
-    return config
-
-
 def _scored(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """As nbgrader's GetGrades leaves a notebook for the feedback template."""
     for cell in notebook.cells:
@@ -159,7 +148,7 @@ def _scored(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def test_feedback_pages_carry_a_policy_that_admits_only_the_template() -> None:
     resources = {"nbgrader": {"notebook": "probe", "score": 1, "max_score": 8, "late_penalty": 0}}
-    page, out = InertHTMLExporter(config=_feedback_config()).from_notebook_node(_scored(_hostile_submission()),
+    page, out = InertHTMLExporter(config=feedback_config()).from_notebook_node(_scored(_hostile_submission()),
                                                                               copy.deepcopy(resources))
     policy = out[POLICY_RESOURCE]
     head = page[page.index("<head>"):page.index("</head>")]
@@ -168,7 +157,7 @@ def test_feedback_pages_carry_a_policy_that_admits_only_the_template() -> None:
     assert "'unsafe-inline'" not in directives["script-src"] and "'unsafe-eval'" not in directives["script-src"]
     assert directives["connect-src"] == "'none'" and directives["form-action"] == "'none'"
     assert directives["object-src"] == "'none'" and directives["frame-src"] == "'none'"
-    plain, _ = HTMLExporter(config=_feedback_config()).from_notebook_node(
+    plain, _ = HTMLExporter(config=feedback_config()).from_notebook_node(
         _scored(nbformat.v4.new_notebook(metadata=copy.deepcopy(NOTEBOOK_METADATA))), copy.deepcopy(resources))
     assert active_content(page, plain) == [f'<meta {[("content", policy), ("http-equiv", "Content-Security-Policy")]}>']
 

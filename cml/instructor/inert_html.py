@@ -24,6 +24,7 @@ import html
 import posixpath
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -31,11 +32,12 @@ import nbformat
 from nbconvert.exporters import HTMLExporter
 from nbformat import NotebookNode
 from traitlets import Bool, Unicode
+from traitlets.config import Config
 
 from cml.instructor.sanitize import instructor_notebooks, sanitize_notebook, trusted_markdown
 
 __all__ = ["CONNECT_RESOURCE", "ORIGIN_RESOURCE", "POLICY_RESOURCE", "InertHTMLExporter", "TemplateParts",
-           "content_security_policy"]
+           "content_security_policy", "feedback_config"]
 
 POLICY_RESOURCE = "cml_content_security_policy"
 """``resources`` key of the policy computed for the page."""
@@ -150,6 +152,18 @@ def _use_mathjax(url: str, page: str, template: str) -> tuple[str, str]:
             for quoted in (f'src="{source}"', f'src="{html.escape(source)}"'):
                 page, template = page.replace(quoted, f'src="{local}"'), template.replace(quoted, f'src="{local}"')
     return page, template
+
+
+def feedback_config() -> Config:
+    """nbgrader's feedback template for an ``HTMLExporter``, as ``nbgrader generate_feedback`` sets it."""
+    import nbgrader
+
+    formgrader = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader"
+    config = Config()
+    config.HTMLExporter.template_name = "feedback"
+    config.HTMLExporter.extra_template_basedirs = [str(formgrader / "templates")]
+    config.HTMLExporter.extra_template_paths = [str(formgrader / "static" / "node_modules" / "bootstrap" / "dist" / "css")]
+    return config
 
 
 class InertHTMLExporter(HTMLExporter):
