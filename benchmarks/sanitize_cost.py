@@ -1,6 +1,6 @@
 """What making graded notebooks inert costs, per notebook, old and new side by side (figures, not pass/fail).
 
-    python benchmarks/sanitize_cost.py [--from WORKDIR] [--repeats 3] [ASSIGNMENT ...]
+    python benchmarks/sanitize_cost.py [--from WORKDIR] [--repeats 5] [ASSIGNMENT ...]
 
 Takes executed notebooks with their real outputs (figures, widgets, tables): the raw executed solutions, which
 it makes by running each source notebook once (as nbval does), or with ``--from`` the autograded notebooks of a
@@ -59,20 +59,23 @@ def executed_notebooks(course: Course, assignments: list[str], graded: Path | No
     return found
 
 
-def _best(function, repeats: int) -> float:
-    times = []
+def _interleaved(functions: list, repeats: int) -> list[float]:
+    """The best time of each function over ``repeats`` rounds, the functions taking turns within a round (so that
+    the machine's drift affects them alike)."""
+    times: list[list[float]] = [[] for _ in functions]
     for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        for index, function in enumerate(functions):
+            started = time.perf_counter()
+            function()
+            times[index].append(time.perf_counter() - started)
+    return [min(column) for column in times]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("assignments", nargs="*")
     parser.add_argument("--from", dest="graded", type=Path, help="a graded course folder (its autograded/ notebooks)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     arguments = parser.parse_args(argv)
     course = Course(REPO)
     notebooks = executed_notebooks(course, arguments.assignments or course.assignments(), arguments.graded)
@@ -87,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         trusted = trusted_markdown([course.read(source)])
         resources = {"nbgrader": {"notebook": source.stem, "score": 1, "max_score": 1, "late_penalty": 0}}
         graded = _as_graded(copy.deepcopy(notebook))
-        sanitize = _best(lambda: sanitize_notebook(notebook, trusted), arguments.repeats)
-        old = _best(lambda: before.from_notebook_node(graded, copy.deepcopy(resources)), arguments.repeats)
-        new = _best(lambda: inert.from_notebook_node(graded, copy.deepcopy(resources)), arguments.repeats)
+        sanitize, old, new = _interleaved([lambda: sanitize_notebook(notebook, trusted),
+                                           lambda: before.from_notebook_node(graded, copy.deepcopy(resources)),
+                                           lambda: inert.from_notebook_node(graded, copy.deepcopy(resources))],
+                                          arguments.repeats)
         size = len(nbformat.writes(notebook)) / 2**20
         outputs = sum(len(cell.get("outputs", [])) for cell in notebook.cells)
         rows.append((sanitize, old, new))
