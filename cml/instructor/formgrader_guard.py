@@ -25,19 +25,20 @@ from typing import Any
 __all__ = ["guarded_handler_class", "install_guard"]
 
 _EXPORTER_SETTING = "cml_inert_exporter"
-_REFUSE_ALL = "default-src 'none'; frame-ancestors 'self'"
-"""The policy of the page before the notebook is rendered (an error page, say)."""
 
 
 def guarded_handler_class(submission_handler: type) -> type:
     """nbgrader's ``SubmissionHandler`` rendering through :class:`InertHTMLExporter` under a strict policy."""
 
     class GuardedSubmissionHandler(submission_handler):  # type: ignore[misc, valid-type]
-        _policy = _REFUSE_ALL
+        _policy = ""
 
         @property
         def content_security_policy(self) -> str:
-            return self._policy
+            """The page's policy once its notebook is rendered; before (an error page, say) nothing may run."""
+            from cml.instructor.inert_html import as_header
+
+            return self._policy or as_header("default-src 'none'")
 
         def set_default_headers(self) -> None:
             super().set_default_headers()
@@ -58,7 +59,13 @@ class _PageExporter:
 
     def from_filename(self, filename: str, resources: dict) -> tuple[str, dict]:
         # Imported here: the extension loads in every Jupyter server, students' included, and nbconvert is slow.
-        from cml.instructor.inert_html import CONNECT_RESOURCE, ORIGIN_RESOURCE, POLICY_RESOURCE, InertHTMLExporter
+        from cml.instructor.inert_html import (
+            CONNECT_RESOURCE,
+            ORIGIN_RESOURCE,
+            POLICY_RESOURCE,
+            InertHTMLExporter,
+            as_header,
+        )
         from cml.instructor.sanitize import SOURCE_RESOURCE
 
         handler = self.handler
@@ -83,7 +90,7 @@ class _PageExporter:
             CONNECT_RESOURCE: (_server_url(origin, handler.base_url, "formgrader/api/"),),
         })
         page, resources = exporter.from_filename(filename, resources=resources)
-        handler._policy = resources[POLICY_RESOURCE] + "; frame-ancestors 'self'"
+        handler._policy = as_header(resources[POLICY_RESOURCE])
         handler.set_header("Content-Security-Policy", handler._policy)
         return page, resources
 

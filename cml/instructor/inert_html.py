@@ -37,7 +37,7 @@ from traitlets.config import Config
 from cml.instructor.sanitize import instructor_notebooks, sanitize_notebook, trusted_markdown
 
 __all__ = ["CONNECT_RESOURCE", "ORIGIN_RESOURCE", "POLICY_RESOURCE", "InertHTMLExporter", "TemplateParts",
-           "content_security_policy", "feedback_config"]
+           "as_header", "content_security_policy", "feedback_config"]
 
 POLICY_RESOURCE = "cml_content_security_policy"
 """``resources`` key of the policy computed for the page."""
@@ -105,6 +105,11 @@ def _asset_roots(folders: list[str]) -> list[str]:
     return sorted(site + posixpath.join(posixpath.commonpath(paths), "") for site, paths in sites.items())
 
 
+def as_header(policy: str) -> str:
+    """``policy`` as sent in an HTTP header, which may also say who may frame the page (``<meta>`` may not)."""
+    return f"{policy}; frame-ancestors 'self'"
+
+
 def content_security_policy(template_html: str, origin: str | None = None, connect: tuple[str, ...] = (),
                             header: bool = False) -> str:
     """A policy that lets run exactly the scripts of ``template_html`` (the page around a notebook with no cells).
@@ -136,9 +141,8 @@ def content_security_policy(template_html: str, origin: str | None = None, conne
         "frame-src": ["'none'"],
         "worker-src": ["'none'"],
     }
-    if header:
-        directives["frame-ancestors"] = ["'self'"]
-    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
+    policy = "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
+    return as_header(policy) if header else policy
 
 
 def _use_mathjax(url: str, page: str, template: str) -> tuple[str, str]:

@@ -154,7 +154,8 @@ class _DiskWatch:
         # changes, it is still the grader's disk, whose free space says nothing about the kernel.
         self._device = os.stat(policy.home).st_dev if policy.disk_limit_bytes else None
 
-    def verdict(self) -> str | None:
+    def sample(self) -> str | None:
+        """Measure the file system (keeping the peak); why the kernel must be stopped, if it is full."""
         if self._device is None:
             return None
         try:
@@ -190,9 +191,9 @@ def _wait(child: int, watch: _DiskWatch, interval: float = 0.1) -> tuple[int, st
         except InterruptedError:
             continue
         if pid:
-            watch.verdict()  # a last look, for the peak: the file system lives as long as this process
+            watch.sample()  # a last look, for the peak: the file system lives as long as this process
             return status, verdict
-        if verdict is None and (verdict := watch.verdict()):
+        if verdict is None and (verdict := watch.sample()):
             os.kill(child, signal.SIGKILL)
 
 

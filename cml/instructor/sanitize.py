@@ -158,6 +158,11 @@ def _is_image(mime: str, data: Any) -> bool:
     return raw.startswith(_IMAGE_SIGNATURES.get(mime, b""))
 
 
+def _number(value: Any, kind: type | tuple[type, ...] = int) -> Any:
+    """``value`` if it is a number of ``kind`` (never a bool, which Python counts as an int), else ``None``."""
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
 def _text(value: Any) -> str:
     if isinstance(value, list):
         return "".join(str(part) for part in value)
@@ -172,8 +177,7 @@ def _image_metadata(metadata: Any) -> dict:
     for mime in ("image/png", "image/jpeg"):
         sizes = metadata.get(mime)
         if isinstance(sizes, dict):
-            numeric = {key: sizes[key] for key in ("width", "height")
-                       if isinstance(sizes.get(key), (int, float)) and not isinstance(sizes.get(key), bool)}
+            numeric = {key: sizes[key] for key in ("width", "height") if _number(sizes.get(key), (int, float)) is not None}
             if numeric:
                 kept[mime] = numeric
     return kept
@@ -222,8 +226,7 @@ def _sanitize_output(output: Any) -> NotebookNode | None:
             data = {"text/plain": f"[output removed by the grader: {', '.join(removed) or 'nothing to show'}]"}
         result = nbformat.v4.new_output(kind, data=data, metadata=_image_metadata(output.get("metadata")))
         if kind == "execute_result":
-            count = output.get("execution_count")
-            result.execution_count = count if isinstance(count, int) and not isinstance(count, bool) else None
+            result.execution_count = _number(output.get("execution_count"))
         return result
     return None
 
@@ -252,9 +255,8 @@ def _sanitize_cell(cell: Any, trusted: frozenset[str]) -> NotebookNode | None:
     identifier = identifier if isinstance(identifier, str) and _CELL_ID.match(identifier) else uuid.uuid4().hex[:12]
     if cell["cell_type"] == "code":
         outputs = [clean for clean in (_sanitize_output(output) for output in cell.get("outputs") or []) if clean]
-        count = cell.get("execution_count")
-        count = count if isinstance(count, int) and not isinstance(count, bool) else None
-        return nbformat.v4.new_code_cell(source, id=identifier, metadata=metadata, outputs=outputs, execution_count=count)
+        return nbformat.v4.new_code_cell(source, id=identifier, metadata=metadata, outputs=outputs,
+                                         execution_count=_number(cell.get("execution_count")))
     if cell["cell_type"] == "markdown":
         if source not in trusted:
             source = inert_markdown(source, cell.get("attachments"))
