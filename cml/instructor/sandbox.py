@@ -197,10 +197,9 @@ def _wait(child: int, watch: _DiskWatch, interval: float = 0.1) -> tuple[int, st
             os.kill(child, signal.SIGKILL)
 
 
-def _supervise(child: int, policy: SandboxPolicy, outcome: IO[str]) -> None:
+def _supervise(child: int, watch: _DiskWatch, outcome: IO[str]) -> None:
     """Wait for the kernel (process 1 of the new namespace) and leave the way it left; say how in ``outcome``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts reach the kernel through its process group
-    watch = _DiskWatch(policy)
     status, verdict = _wait(child, watch)
     outcome.write(json.dumps({"verdict": verdict, "peak_disk_bytes": watch.peak_bytes}))
     outcome.close()
@@ -327,10 +326,12 @@ def main(argv: list[str]) -> None:
     if namespaces:
         # If the grading worker dies, the supervisor dies with it, and the kernel (below) with the supervisor.
         _check(_libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+        # Made before the fork: the kernel's side may mount its file system before the supervisor runs again.
+        watch = _DiskWatch(policy)
         child = os.fork()
         if child:
             report.close()
-            _supervise(child, policy, outcome)
+            _supervise(child, watch, outcome)
         outcome.close()  # the supervisor's alone (Python's descriptors close at exec anyway)
         _check(_libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
         try:
