@@ -23,8 +23,8 @@ c.Execute.shutdown_kernel = "immediate"
 # Feedback shows students their tests' results and points, never the code of hidden tests.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
-    "cml.instructor.feedback.HideTestCode",
+    "cml.instructor.preprocessors.feedback.HideTestCode",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
 # ... as inert HTML: the notebook sanitised, under a Content-Security-Policy that admits only the template's scripts.
-c.GenerateFeedback.exporter_class = "cml.instructor.inert_html.InertHTMLExporter"
+c.GenerateFeedback.exporter_class = "cml.instructor.web.inert_html.InertHTMLExporter"

@@ -6,9 +6,9 @@ Takes executed notebooks with their real outputs (figures, widgets, tables): the
 it makes by running each source notebook once (as nbval does), or with ``--from`` the autograded notebooks of a
 graded course folder (``course_work`` after ``./course demo``). For each it times:
 
-* ``sanitize``: :func:`cml.instructor.sanitize.sanitize_notebook` alone (the step added at the end of autograding);
+* ``sanitize``: :func:`cml.instructor.web.sanitize.sanitize_notebook` alone (the step added at the end of autograding);
 * ``feedback``: the feedback page with nbconvert's ``HTMLExporter`` and nbgrader's feedback template (before)
-  against :class:`cml.instructor.inert_html.InertHTMLExporter` (now: sanitised, plus the template rendered once
+  against :class:`cml.instructor.web.inert_html.InertHTMLExporter` (now: sanitised, plus the template rendered once
   more around no cells for its Content-Security-Policy).
 """
 
@@ -26,9 +26,9 @@ import nbformat
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cml.instructor.inert_html import InertHTMLExporter, feedback_config  # noqa: E402
-from cml.instructor.notebooks import Course  # noqa: E402
-from cml.instructor.sanitize import sanitize_notebook, trusted_markdown  # noqa: E402
+from cml.instructor.web.inert_html import InertHTMLExporter, feedback_config  # noqa: E402
+from cml.instructor.course import Course  # noqa: E402
+from cml.instructor.web.sanitize import sanitize_notebook, trusted_markdown  # noqa: E402
 
 
 def _as_graded(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:

@@ -25,10 +25,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cml.instructor.classgrade import default_workers, grade_class
-from cml.instructor.notebooks import Course
-from cml.instructor.submissions import load_cases, write_submission
-from cml.instructor.worker import Limits
+from cml.instructor.grading.run import default_workers, grade_class
+from cml.instructor.course import Course
+from cml.instructor.testing.submissions import load_cases, write_submission
+from cml.instructor.grading.engine import Limits
 
 
 def write_class(course: Course, assignments: list[str], folder: Path, more: bool) -> int:

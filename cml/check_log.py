@@ -4,7 +4,7 @@ When the grader sets ``CML_CHECK_LOG`` in the kernel's environment, every check 
 appends one JSON line per observation and per verdict to that file: the check's id and kind, the value
 the student's code produced (``actual``), the test's oracle value (``expected``) and the tolerances.
 The grader runs the instructor's notebook with the same grading seed, and compares the student's values
-with the reference run's oracle values in its own process (:mod:`cml.instructor.verdicts`), where no
+with the reference run's oracle values in its own process (:mod:`cml.instructor.preprocessors.verdicts`), where no
 monkeypatching of the student's reaches.
 
 Nothing in the file is trusted: student code can write to it as well. :func:`decode` therefore accepts

@@ -192,7 +192,7 @@ def check_close(
     A size-1 result is accepted where a scalar is expected (``loss_i`` may return ``[0.3]``);
     otherwise the shapes must match exactly, so that broadcasting cannot hide a wrong shape.
     ``expected_from_student=True`` says that ``expected`` is computed from the student's code as well (a
-    second run that must reproduce the first, say); see :mod:`cml.instructor.verdicts`.
+    second run that must reproduce the first, say); see :mod:`cml.instructor.preprocessors.verdicts`.
     """
     expected_array = np.asarray(_host_copy(expected), dtype=np.float64)
     actual_array = _as_float_array(check_id, actual, what)

@@ -14,9 +14,9 @@ import matplotlib
 import nbformat
 import pytest
 
-from cml.instructor.authoring import script_to_notebook
-from cml.instructor.notebooks import Course
-from cml.instructor.release import generate_release
+from cml.instructor.authoring.convert import script_to_notebook
+from cml.instructor.course import Course
+from cml.instructor.authoring.release import generate_release
 
 matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from nbformat.v4 import new_markdown_cell, new_notebook
 from probe_course import graded_cell
 
-from cml.instructor.notebooks import grade_id
+from cml.instructor.course import grade_id
 
 SETUP = "import numpy as np\nimport torch\nfrom cml.checks import check_close, check_equal, grading_seed"
 CORRECT = {

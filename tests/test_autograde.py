@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cml.instructor.cases import run_case
+from cml.instructor.testing.cases import run_case
 from cml.instructor.cli import EXAMPLES_DIR
-from cml.instructor.notebooks import Course
-from cml.instructor.submissions import load_cases
+from cml.instructor.course import Course
+from cml.instructor.testing.submissions import load_cases
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ import nbformat
 import pytest
 from browser_support import REPO, SCREENSHOTS, LabServer, headless_chromium, lab_server
 
-from cml.instructor.notebooks import Course
-from cml.instructor.submissions import Case, write_submission
+from cml.instructor.course import Course
+from cml.instructor.testing.submissions import Case, write_submission
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 

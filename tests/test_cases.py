@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cml.instructor.cases import expectation_failures, implicit_cases, matching_example, run_case
+from cml.instructor.testing.cases import expectation_failures, implicit_cases, matching_example, run_case
 from cml.instructor.cli import EXAMPLES_DIR
-from cml.instructor.notebooks import Course
-from cml.instructor.submissions import Case, load_cases
+from cml.instructor.course import Course
+from cml.instructor.testing.submissions import Case, load_cases
 
 REPO = Path(__file__).resolve().parents[1]
 COURSE = Course(REPO)
@@ -61,8 +61,8 @@ def test_every_assignment_has_wrong_and_right_cases() -> None:
 
 def test_further_cases_are_well_formed() -> None:
     """The cases in more/ (graded with `./course cases <assignment> --more`, not here) name real cells."""
-    from cml.instructor.cases import MORE_CASES
-    from cml.instructor.notebooks import cell_kind, grade_id
+    from cml.instructor.testing.cases import MORE_CASES
+    from cml.instructor.course import cell_kind, grade_id
 
     for assignment in COURSE.assignments():
         folder = REPO / "tests" / "submissions" / assignment / MORE_CASES
@@ -77,7 +77,7 @@ def test_further_cases_are_well_formed() -> None:
 
 
 def test_expectations_are_enforced_both_ways() -> None:
-    from cml.instructor.grader import CellGrade, NotebookGrade
+    from cml.instructor.grading.grader import CellGrade, NotebookGrade
 
     grade = NotebookGrade([CellGrade("t1", "tests", 2.0, 2.0), CellGrade("t2", "tests", 0.0, 1.0, "boom")])
     assert expectation_failures(Case("c", "a", "", lose=("t2",)), grade) == []
@@ -92,7 +92,7 @@ def test_expectations_are_enforced_both_ways() -> None:
 
 
 def test_cascades_need_a_lost_cell_and_known_names(tmp_path: Path) -> None:
-    from cml.instructor.submissions import load_case
+    from cml.instructor.testing.submissions import load_case
 
     (tmp_path / "01_neuron").mkdir()
     orphan = tmp_path / "01_neuron" / "orphan.toml"

@@ -23,11 +23,11 @@ from nbformat.v4 import new_code_cell
 from nbgrader.api import Gradebook
 from probe_course import CORRECT, source_notebook, student_notebook
 
-from cml.instructor.autograde import autograde
-from cml.instructor.classgrade import grade_class
-from cml.instructor.feedback import HIDDEN_PLACEHOLDER
-from cml.instructor.notebooks import Course, grade_id
-from cml.instructor.worker import Limits
+from cml.instructor.grading.baseline import autograde
+from cml.instructor.grading.run import grade_class
+from cml.instructor.preprocessors.feedback import HIDDEN_PLACEHOLDER
+from cml.instructor.course import Course, grade_id
+from cml.instructor.grading.engine import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = f"cml-background-{uuid.uuid4().hex[:8]}"

@@ -32,13 +32,13 @@ from distributed import Client
 from nbgrader.api import Gradebook
 from probe_course import source_notebook, student_notebook
 
-from cml.instructor import classgrade
-from cml.instructor import cluster as cluster_module
-from cml.instructor.classgrade import GradingRun, grade_class
-from cml.instructor.cluster import pack_files, unpack_files
-from cml.instructor.notebooks import Course
-from cml.instructor.watchdog import kill_processes
-from cml.instructor.worker import Limits, Outcome
+from cml.instructor.grading import run as classgrade
+from cml.instructor.grading import cluster as cluster_module
+from cml.instructor.grading.run import GradingRun, grade_class
+from cml.instructor.grading.cluster import pack_files, unpack_files
+from cml.instructor.course import Course
+from cml.instructor.isolation.watchdog import kill_processes
+from cml.instructor.grading.engine import Limits, Outcome
 
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(cell_timeout=10, time_limit=60, memory_mb=800, max_output_bytes=200_000)

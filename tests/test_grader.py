@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cml.instructor.cases import run_case
-from cml.instructor.grader import grade_notebook
-from cml.instructor.notebooks import Course
-from cml.instructor.notebooks import strip_solution_markers
-from cml.instructor.submissions import Case, build_submission
+from cml.instructor.testing.cases import run_case
+from cml.instructor.grading.grader import grade_notebook
+from cml.instructor.course import Course
+from cml.instructor.course import strip_solution_markers
+from cml.instructor.testing.submissions import Case, build_submission
 
 
 def _grade(mini_course: Course, square_source: str, tmp_path: Path, **options):
@@ -64,7 +64,7 @@ def test_strip_solution_markers_keeps_the_answer() -> None:
 
 
 def test_wrong_answers_stop_after_their_last_lost_cell(mini_course: Course, tmp_path: Path) -> None:
-    from cml.instructor.cases import last_lost_cell
+    from cml.instructor.testing.cases import last_lost_cell
 
     source = mini_course.read(mini_course.notebooks("mini")[0])
     wrong = Case("cube", "mini", "", cells={"square": "def square(x):\n    return x ** 3"}, lose=("test_square",))
@@ -86,8 +86,8 @@ def test_wrong_answers_stop_after_their_last_lost_cell(mini_course: Course, tmp_
 
 
 def test_preloadable_modules_are_those_imported_before_the_first_answer() -> None:
-    from cml.instructor.authoring import script_to_notebook
-    from cml.instructor.forkedkernels import preloadable_modules
+    from cml.instructor.authoring.convert import script_to_notebook
+    from cml.instructor.isolation.zygote import preloadable_modules
 
     notebook = script_to_notebook('''# %% readonly id=imports
 %matplotlib inline
@@ -108,11 +108,11 @@ import sklearn
 
 def test_forked_kernels_grade_as_fresh_ones(mini_course: Course, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test cases' kernels fork from a zygote (cml.instructor.forkedkernels): same grades as fresh kernels, and a
+    """The test cases' kernels fork from a zygote (cml.instructor.isolation.zygote): same grades as fresh kernels, and a
     hanging cell is interrupted and a dying kernel reported there too (the zygote's child is not our child)."""
-    from cml.instructor.cases import _ZYGOTES, forked_kernels
-    from cml.instructor.forkedkernels import Zygote
-    from cml.instructor.grader import kernel_environment
+    from cml.instructor.testing.cases import _ZYGOTES, forked_kernels
+    from cml.instructor.isolation.zygote import Zygote
+    from cml.instructor.grading.grader import kernel_environment
 
     wrong = Case("cube", "mini", "", cells={"square": "def square(x):\n    return x ** 3"}, lose=("test_square",))
     forked = run_case(wrong, mini_course.root, mini_course.release, full=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 from nbformat.v4 import new_code_cell, new_output
 from probe_course import source_notebook, student_notebook
 
-from cml.instructor.feedback import HIDDEN_PLACEHOLDER, hide_test_code
-from cml.instructor.intake import UNANSWERED_STUB, prepare_submission, repair_notebook
-from cml.instructor.notebooks import grade_id
+from cml.instructor.preprocessors.feedback import HIDDEN_PLACEHOLDER, hide_test_code
+from cml.instructor.preprocessors.intake import UNANSWERED_STUB, prepare_submission, repair_notebook
+from cml.instructor.course import grade_id
 
 
 def _ids(notebook) -> list[str | None]:

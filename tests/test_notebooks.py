@@ -20,9 +20,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cml.instructor.cases import implicit_cases, matching_example
+from cml.instructor.testing.cases import implicit_cases, matching_example
 from cml.instructor.cli import EXAMPLES_DIR
-from cml.instructor.submissions import load_cases
+from cml.instructor.testing.submissions import load_cases
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "source").glob("*/*.ipynb"))
@@ -90,9 +90,9 @@ def test_release_with_answers_runs_without_hidden_tests(notebook: Path, tmp_path
     """
     from nbclient import NotebookClient
 
-    from cml.instructor.grader import GRADING_ENVIRONMENT, error_summary
-    from cml.instructor.notebooks import Course
-    from cml.instructor.submissions import Case, build_submission
+    from cml.instructor.grading.grader import GRADING_ENVIRONMENT, error_summary
+    from cml.instructor.course import Course
+    from cml.instructor.testing.submissions import Case, build_submission
 
     course = Course(REPO)
     assignment = notebook.parent.name

@@ -10,13 +10,13 @@ import pytest
 
 MODULES = ["cml", "cml.checks", "cml.data", "cml.plot", "cml.device", "cml.progress"]
 INSTRUCTOR_MODULES = [
-    "cml.instructor.authoring",
-    "cml.instructor.notebooks",
-    "cml.instructor.submissions",
-    "cml.instructor.grader",
-    "cml.instructor.cases",
-    "cml.instructor.release",
-    "cml.instructor.autograde",
+    "cml.instructor.authoring.convert",
+    "cml.instructor.course",
+    "cml.instructor.testing.submissions",
+    "cml.instructor.grading.grader",
+    "cml.instructor.testing.cases",
+    "cml.instructor.authoring.release",
+    "cml.instructor.grading.baseline",
     "cml.instructor.cli",
 ]
 

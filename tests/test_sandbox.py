@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cml.instructor.sandbox import POLICY_VARIABLE, SandboxPolicy, read_outcome
+from cml.instructor.isolation.sandbox import POLICY_VARIABLE, SandboxPolicy, read_outcome
 
 WRITER = """import os, sys, time
 print(os.listdir("."), flush=True)  # what the grader put into the private folder is there
@@ -35,7 +35,7 @@ time.sleep(60)  # the supervisor stops it here, if the writing was quicker than 
 
 def _launch(policy: SandboxPolicy, folder: Path, code: str) -> subprocess.CompletedProcess:
     policy.save(folder / "policy.json")
-    return subprocess.run([sys.executable, "-m", "cml.instructor.sandbox", "--", sys.executable, "-c", code],
+    return subprocess.run([sys.executable, "-m", "cml.instructor.isolation.sandbox", "--", sys.executable, "-c", code],
                           cwd=policy.home, env={**os.environ, POLICY_VARIABLE: str(folder / "policy.json")},
                           capture_output=True, text=True, timeout=120, check=False)
 

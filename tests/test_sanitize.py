@@ -29,11 +29,11 @@ from hostile_content import (
 from nbconvert import HTMLExporter
 from probe_course import source_notebook, student_notebook
 
-from cml.instructor.classgrade import copy_submissions
-from cml.instructor.inert_html import POLICY_RESOURCE, InertHTMLExporter, content_security_policy, feedback_config
-from cml.instructor.intake import prepare_submission
-from cml.instructor.notebooks import grade_id
-from cml.instructor.sanitize import sanitize_html, sanitize_notebook, trusted_markdown
+from cml.instructor.grading.run import copy_submissions
+from cml.instructor.web.inert_html import POLICY_RESOURCE, InertHTMLExporter, content_security_policy, feedback_config
+from cml.instructor.preprocessors.intake import prepare_submission
+from cml.instructor.course import grade_id
+from cml.instructor.web.sanitize import sanitize_html, sanitize_notebook, trusted_markdown
 
 TEMPLATES = ["classic", "lab"]
 # Vectors nbconvert's templates already render inert (they escape the text, show SVG as an image, skip unknown

@@ -18,11 +18,11 @@ import pytest
 from tamper_course import ATTACKS, class_of_attackers, source_notebook
 
 from cml import check_log
-from cml.instructor.autograde import autograde
-from cml.instructor.classgrade import grade_class
-from cml.instructor.notebooks import Course
-from cml.instructor.verdicts import judge_cell
-from cml.instructor.worker import Limits
+from cml.instructor.grading.baseline import autograde
+from cml.instructor.grading.run import grade_class
+from cml.instructor.course import Course
+from cml.instructor.preprocessors.verdicts import judge_cell
+from cml.instructor.grading.engine import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(cell_timeout=60, time_limit=300, memory_mb=3000)

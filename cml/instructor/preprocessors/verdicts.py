@@ -38,7 +38,7 @@ from traitlets.config import Config
 
 from cml import check_log, checks
 from cml.check_log import SEED_VARIABLE, UndecodableValue, decode, sampled_shape
-from cml.instructor.execution import CHECK_RECORDS, ResilientExecute, report_problem
+from cml.instructor.preprocessors.execute import CHECK_RECORDS, ResilientExecute, report_problem
 
 __all__ = ["VERDICT_MISMATCH", "CheckVerdicts", "draw_seed", "judge_cell", "record_reference"]
 

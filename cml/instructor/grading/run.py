@@ -2,9 +2,9 @@
 
 The parent prepares one nbgrader course folder (the *workdir*: config, ``source/``, the class
 gradebook, ``submitted/``), runs ``nbgrader generate_assignment`` once per assignment, and hands the
-submissions one at a time to N worker processes (:mod:`cml.instructor.worker`). Each worker grades in
+submissions one at a time to N worker processes (:mod:`cml.instructor.grading.engine`). Each worker grades in
 a private copy of the course and returns the grades; the parent alone writes them into the class
-gradebook (:mod:`cml.instructor.gradebook`), collects ``autograded/``, ``feedback/`` and the logs, and
+gradebook (:mod:`cml.instructor.grading.gradebook`), collects ``autograded/``, ``feedback/`` and the logs, and
 writes a CSV and a JSON report of the run. nbgrader stays the source of truth: the formgrader, export
 and feedback commands work on the workdir as on any nbgrader course.
 
@@ -40,15 +40,15 @@ from sqlalchemy.exc import SAWarning
 from tqdm.auto import tqdm
 
 import cml
-from cml.instructor.autograde import prepare_workdir
-from cml.instructor.gradebook import add_assignments, merge_submission, use_database
-from cml.instructor.grader import GRADING_ENVIRONMENT
-from cml.instructor.notebooks import Course
-from cml.instructor.release import nbgrader_environment, run_nbgrader
-from cml.instructor.sandbox import write_kernelspec
-from cml.instructor.verdicts import draw_seed, record_reference
-from cml.instructor.watchdog import become_subreaper, kill_processes
-from cml.instructor.worker import Job, Limits, Outcome, WorkerSettings, grade_submission
+from cml.instructor.grading.baseline import prepare_workdir
+from cml.instructor.grading.gradebook import add_assignments, merge_submission, use_database
+from cml.instructor.grading.grader import GRADING_ENVIRONMENT
+from cml.instructor.course import Course
+from cml.instructor.authoring.release import nbgrader_environment, run_nbgrader
+from cml.instructor.isolation.sandbox import write_kernelspec
+from cml.instructor.preprocessors.verdicts import draw_seed, record_reference
+from cml.instructor.isolation.watchdog import become_subreaper, kill_processes
+from cml.instructor.grading.engine import Job, Limits, Outcome, WorkerSettings, grade_submission
 
 __all__ = ["SANDBOX_UID_BASE", "GradingRun", "copy_submissions", "default_workers", "format_outcomes", "grade_class",
            "prepare_grading_process"]
@@ -142,7 +142,7 @@ def _unprivileged_user_works(uid: int) -> bool:
 
 
 def prepare_grading_process(kernelspecs: str) -> None:
-    """Once in every process that runs :func:`~cml.instructor.worker.grade_submission` (a local worker, a Dask
+    """Once in every process that runs :func:`~cml.instructor.grading.engine.grade_submission` (a local worker, a Dask
     worker): adopt the kernels' orphans, find the sandbox kernelspec in ``kernelspecs``, set the kernels'
     environment."""
     become_subreaper()
@@ -405,12 +405,12 @@ def grade_class(
     """Autograde every submission in ``submissions/<student>/<assignment>/`` into the nbgrader course ``workdir``.
 
     ``cluster``: grade on Dask workers instead of local processes, ``"local"`` for a cluster of ``workers``
-    processes on this machine, else a scheduler's address (:mod:`cml.instructor.cluster`). ``db_url``: the class
+    processes on this machine, else a scheduler's address (:mod:`cml.instructor.grading.cluster`). ``db_url``: the class
     gradebook is that database (an SQLAlchemy URL, e.g. ``postgresql://grader@dbhost/grades``) instead of
     ``workdir/gradebook.db``.
 
     With ``verdicts`` (the default), every grade cell is also judged outside the kernel against a run of the
-    solution with a seed drawn now (:mod:`cml.instructor.verdicts`).
+    solution with a seed drawn now (:mod:`cml.instructor.preprocessors.verdicts`).
     """
     started = time.perf_counter()
     limits = limits or Limits()
@@ -465,7 +465,7 @@ def grade_class(
         if cluster is None:
             pool = _WorkerPool(workers, settings)
         else:
-            from cml.instructor.cluster import DaskPool  # not at the top: it imports this module
+            from cml.instructor.grading.cluster import DaskPool  # not at the top: it imports this module
 
             pool = DaskPool(None if cluster == "local" else cluster, workers, settings)
             run_notes.append(pool.description)

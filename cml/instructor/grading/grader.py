@@ -18,7 +18,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.utils import determine_grade
 
-from cml.instructor.notebooks import cell_kind, grade_id
+from cml.instructor.course import cell_kind, grade_id
 
 __all__ = ["GRADING_ENVIRONMENT", "CellGrade", "NotebookGrade", "merge_for_grading", "error_summary", "grade_notebook",
            "kernel_environment"]
@@ -114,7 +114,7 @@ def grade_notebook(
     With ``stop_after`` (a grade id), cells after that one are neither run nor graded: the test cases
     use it to stop once the last cell a wrong answer must lose has run. ``environment`` adds
     variables to the kernel's environment (see :func:`kernel_environment`). ``kernel_manager_class``
-    replaces jupyter_client's (the test cases fork their kernels: :mod:`cml.instructor.forkedkernels`).
+    replaces jupyter_client's (the test cases fork their kernels: :mod:`cml.instructor.isolation.zygote`).
     """
     notebook = merge_for_grading(source, submission)
     if stop_after is not None:

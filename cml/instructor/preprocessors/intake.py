@@ -30,8 +30,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from cml.instructor.notebooks import HIDDEN_MARKERS, cell_kind, grade_id
-from cml.instructor.sanitize import escape_markdown
+from cml.instructor.course import HIDDEN_MARKERS, cell_kind, grade_id
+from cml.instructor.web.sanitize import escape_markdown
 
 __all__ = ["MAX_NOTEBOOK_BYTES", "IntakeReport", "prepare_submission", "repair_notebook"]
 

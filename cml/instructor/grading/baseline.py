@@ -14,9 +14,9 @@ from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
 
-from cml.instructor.grader import GRADING_ENVIRONMENT, CellGrade
-from cml.instructor.notebooks import Course
-from cml.instructor.release import CONFIG_FILE, run_nbgrader
+from cml.instructor.grading.grader import GRADING_ENVIRONMENT, CellGrade
+from cml.instructor.course import Course
+from cml.instructor.authoring.release import CONFIG_FILE, run_nbgrader
 
 __all__ = ["GradeRow", "prepare_workdir", "autograde", "read_grades", "write_csv", "format_table"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 
-from cml.instructor.notebooks import HIDDEN_MARKERS, MARK_SCHEME_MARKERS, SOLUTION_MARKERS, Course, cell_kind
+from cml.instructor.course import HIDDEN_MARKERS, MARK_SCHEME_MARKERS, SOLUTION_MARKERS, Course, cell_kind
 
 __all__ = ["find_leaks", "generate_release", "nbgrader_environment", "release_differences", "run_nbgrader", "update_release"]
 

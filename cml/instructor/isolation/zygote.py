@@ -17,7 +17,7 @@ hooks into IPython when imported. The zygote forks only while it runs a single t
 the ordinary way when it cannot (no ``fork``, a library started a thread, a kernel environment that is not
 the zygote's, a kernelspec other than ``python -m ipykernel_launcher``).
 
-Like the JAX cache of :mod:`cml.instructor.cases`, this is for the instructor's own described submissions
+Like the JAX cache of :mod:`cml.instructor.testing.cases`, this is for the instructor's own described submissions
 only; students are graded by nbgrader, one fresh kernel each.
 """
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from nbformat import NotebookNode
 
-from cml.instructor.notebooks import cell_kind
+from cml.instructor.course import cell_kind
 
 __all__ = ["PRELOADABLE", "Zygote", "forked_kernel_manager", "preloadable_modules"]
 

@@ -16,7 +16,7 @@ from typing import Any
 from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from cml.instructor.notebooks import HIDDEN_MARKERS, cell_kind
+from cml.instructor.course import HIDDEN_MARKERS, cell_kind
 
 __all__ = ["HIDDEN_PLACEHOLDER", "HideTestCode", "hide_test_code"]
 

@@ -10,7 +10,7 @@ notebooks in a text editor. A script is a sequence of cells, each opened by a he
     # %% manual id=why_batches points=2      manually graded answer (add [markdown] for a written one)
     # %% readonly id=setup                   locked cell students cannot edit
 
-Usage: ``python -m cml.instructor.authoring to-notebook script.py notebook.ipynb`` and ``to-script``.
+Usage: ``python -m cml.instructor.authoring.convert to-notebook script.py notebook.ipynb`` and ``to-script``.
 """
 
 from __future__ import annotations

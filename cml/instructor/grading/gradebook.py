@@ -18,7 +18,7 @@ from pathlib import Path
 from nbgrader.api import Gradebook
 from sqlalchemy.exc import SAWarning
 
-from cml.instructor.release import CONFIG_FILE, run_nbgrader
+from cml.instructor.authoring.release import CONFIG_FILE, run_nbgrader
 
 __all__ = ["add_assignments", "merge_submission", "use_database"]
 

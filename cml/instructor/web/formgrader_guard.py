@@ -2,10 +2,10 @@
 
 nbgrader's manual-grading page (``/formgrader/submissions/<id>/``) renders the autograded notebook with
 nbconvert into the instructor's logged-in Jupyter origin. ``cml-course grade`` already stores that notebook
-sanitised (:mod:`cml.instructor.sanitize`); this extension adds the layers that hold even when a notebook was
+sanitised (:mod:`cml.instructor.web.sanitize`); this extension adds the layers that hold even when a notebook was
 graded otherwise (plain ``nbgrader autograde``) or a sanitiser misses something:
 
-* the page is rendered by :class:`~cml.instructor.inert_html.InertHTMLExporter` (the notebook sanitised again,
+* the page is rendered by :class:`~cml.instructor.web.inert_html.InertHTMLExporter` (the notebook sanitised again,
   the student's name escaped, since nbgrader's template writes it unescaped);
 * it is sent with a ``Content-Security-Policy`` that admits only the formgrader template's own scripts (by hash
   and by folder), lets scripts send requests only to ``/formgrader/api/``, and forbids forms, frames, plug-ins
@@ -36,7 +36,7 @@ def guarded_handler_class(submission_handler: type) -> type:
         @property
         def content_security_policy(self) -> str:
             """The page's policy once its notebook is rendered; before (an error page, say) nothing may run."""
-            from cml.instructor.inert_html import as_header
+            from cml.instructor.web.inert_html import as_header
 
             return self._policy or as_header("default-src 'none'")
 
@@ -59,14 +59,14 @@ class _PageExporter:
 
     def from_filename(self, filename: str, resources: dict) -> tuple[str, dict]:
         # Imported here: the extension loads in every Jupyter server, students' included, and nbconvert is slow.
-        from cml.instructor.inert_html import (
+        from cml.instructor.web.inert_html import (
             CONNECT_RESOURCE,
             ORIGIN_RESOURCE,
             POLICY_RESOURCE,
             InertHTMLExporter,
             as_header,
         )
-        from cml.instructor.sanitize import SOURCE_RESOURCE
+        from cml.instructor.web.sanitize import SOURCE_RESOURCE
 
         handler = self.handler
         exporter = handler.settings.get(_EXPORTER_SETTING)
@@ -127,7 +127,7 @@ def install_guard(web_app: Any) -> int:
 
 
 def _jupyter_server_extension_points() -> list[dict]:
-    return [{"module": "cml.instructor.formgrader_guard"}]
+    return [{"module": "cml.instructor.web.formgrader_guard"}]
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:

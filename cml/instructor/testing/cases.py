@@ -3,7 +3,7 @@
 Every assignment also gets two implicit cases: ``solution`` (must score full marks) and ``blank``
 (the untouched release, must score zero). Usage::
 
-    python -m cml.instructor.cases 01_neuron [case ...] [--jobs N] [--full] [--more]
+    python -m cml.instructor.testing.cases 01_neuron [case ...] [--jobs N] [--full] [--more]
 
 The test suite grades the cases of ``tests/submissions/<assignment>/``; the further cases in its
 ``more/`` sub-folder (other variants of mistakes the suite's cases already cover) run with ``--more``,
@@ -18,7 +18,7 @@ test of the hidden tests). This roughly halves the suite's grading time. ``--ful
 blank release always run in full.
 
 The kernels are forked from a process that has already imported the assignment's libraries (torch,
-jax, ...; see :mod:`cml.instructor.forkedkernels`), which saves each case those seconds of loading;
+jax, ...; see :mod:`cml.instructor.isolation.zygote`), which saves each case those seconds of loading;
 ``CML_FORKED_KERNELS=off`` starts every kernel afresh.
 """
 
@@ -37,11 +37,11 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
-from cml.instructor.forkedkernels import Zygote, forked_kernel_manager, preloadable_modules
-from cml.instructor.grader import NotebookGrade, grade_notebook, kernel_environment
-from cml.instructor.notebooks import Course, cell_kind, grade_id
-from cml.instructor.release import generate_release
-from cml.instructor.submissions import Case, build_submission, load_cases
+from cml.instructor.isolation.zygote import Zygote, forked_kernel_manager, preloadable_modules
+from cml.instructor.grading.grader import NotebookGrade, grade_notebook, kernel_environment
+from cml.instructor.course import Course, cell_kind, grade_id
+from cml.instructor.authoring.release import generate_release
+from cml.instructor.testing.submissions import Case, build_submission, load_cases
 
 MORE_CASES = "more"
 """Sub-folder of an assignment's cases that only ``--more`` grades (see the module docstring)."""
@@ -142,7 +142,7 @@ def forked_kernels(notebook: NotebookNode, environment: dict[str, str]) -> type 
     """A kernel manager class whose kernels fork from a zygote that has loaded ``notebook``'s libraries, or None.
 
     None (kernels start afresh) where ``CML_FORKED_KERNELS`` is ``off`` or ``0``, where there is no ``fork``,
-    and where the zygote cannot fork safely (see :mod:`cml.instructor.forkedkernels`).
+    and where the zygote cannot fork safely (see :mod:`cml.instructor.isolation.zygote`).
     """
     if os.environ.get("CML_FORKED_KERNELS", "") in ("off", "0") or not hasattr(os, "fork"):
         return None

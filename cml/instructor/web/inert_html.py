@@ -2,9 +2,9 @@
 
 :class:`InertHTMLExporter` is nbconvert's ``HTMLExporter`` with two additions, for every page that shows a
 student's notebook (the feedback of ``nbgrader generate_feedback``, the formgrader's manual-grading page through
-:mod:`cml.instructor.formgrader_guard`):
+:mod:`cml.instructor.web.formgrader_guard`):
 
-1. after every preprocessor, the notebook is made inert (:func:`cml.instructor.sanitize.sanitize_notebook`);
+1. after every preprocessor, the notebook is made inert (:func:`cml.instructor.web.sanitize.sanitize_notebook`);
 2. the page carries a Content-Security-Policy that allows exactly the scripts of the *template*: the page is
    rendered a second time around a notebook with no cells, and only the scripts, event handlers, style sheets
    that this skeleton holds are allowed (inline ones by their SHA-256, external ones by their URL's folder).
@@ -34,7 +34,7 @@ from nbformat import NotebookNode
 from traitlets import Bool, Unicode
 from traitlets.config import Config
 
-from cml.instructor.sanitize import instructor_notebooks, sanitize_notebook, trusted_markdown
+from cml.instructor.web.sanitize import instructor_notebooks, sanitize_notebook, trusted_markdown
 
 __all__ = ["CONNECT_RESOURCE", "ORIGIN_RESOURCE", "POLICY_RESOURCE", "InertHTMLExporter", "TemplateParts",
            "as_header", "content_security_policy", "feedback_config"]

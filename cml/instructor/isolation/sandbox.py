@@ -2,7 +2,7 @@
 
 The grading command registers a kernelspec whose ``argv`` is::
 
-    python -m cml.instructor.sandbox -- python -m ipykernel_launcher -f {connection_file}
+    python -m cml.instructor.isolation.sandbox -- python -m ipykernel_launcher -f {connection_file}
 
 The launcher reads the policy of the submission being graded (a JSON file named by the environment
 variable ``CML_SANDBOX_POLICY``), applies it and then ``exec``s the kernel. Each measure is applied where
@@ -24,7 +24,7 @@ so the grading report can say which isolation was in effect.
   processes end. The launcher, left outside as a supervisor, stops the kernel when that file system is full
   and writes why to the policy's ``outcome`` file, with the most it held. The grader reaches the kernel's
   files (its sockets, its check log) through ``/proc/<launcher>/root``
-  (:class:`cml.instructor.execution.SandboxKernelManager`);
+  (:class:`cml.instructor.preprocessors.execute.SandboxKernelManager`);
 * no privileges: the user id ``uid`` when the grader runs as root and that user can run Python, else
   the grader's own user with every capability dropped (so it can neither undo the mounts nor write
   anywhere outside its folder).
@@ -108,7 +108,7 @@ def write_kernelspec(directory: Path) -> Path:
     spec_dir = directory / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
-        "argv": [sys.executable, "-m", "cml.instructor.sandbox", "--",
+        "argv": [sys.executable, "-m", "cml.instructor.isolation.sandbox", "--",
                  sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (grading sandbox)",
         "language": "python",
@@ -306,7 +306,7 @@ def _connection_file(command: list[str]) -> str | None:
 
 def main(argv: list[str]) -> None:
     if "--" not in argv:
-        raise SystemExit("usage: python -m cml.instructor.sandbox -- KERNEL COMMAND...")
+        raise SystemExit("usage: python -m cml.instructor.isolation.sandbox -- KERNEL COMMAND...")
     command = argv[argv.index("--") + 1:]
     policy = SandboxPolicy.load(os.environ[POLICY_VARIABLE])
     gaps = []

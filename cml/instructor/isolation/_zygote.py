@@ -1,4 +1,4 @@
-"""The kernel zygote of :mod:`cml.instructor.forkedkernels`: ``python _zygote.py MODULE ...``.
+"""The kernel zygote of :mod:`cml.instructor.isolation.zygote`: ``python _zygote.py MODULE ...``.
 
 Imports what ``ipykernel_launcher`` imports, then MODULE ..., and says how many threads it runs (forking is
 safe with one). Then reads requests, one JSON line each (``arguments`` of ipykernel_launcher, ``cwd``,

@@ -99,7 +99,7 @@ def _exit_description(code: int | None) -> str:
 
 
 class SandboxKernelManager(AsyncKernelManager):
-    """A kernel manager for kernels in a file system of their own (:mod:`cml.instructor.sandbox` with a disk limit).
+    """A kernel manager for kernels in a file system of their own (:mod:`cml.instructor.isolation.sandbox` with a disk limit).
 
     Such a kernel makes its Unix sockets, and writes its check log, in a private folder that only its own mount
     namespace shows; the grader reaches them through ``/proc/<launcher>/root``, the launcher's view of the

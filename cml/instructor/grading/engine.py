@@ -5,11 +5,11 @@ A grading worker handles one submission at a time. For each it builds a throwawa
 assignment's source and this one student's files, and runs nbgrader's own ``Autograde`` and
 ``GenerateFeedback`` converters there, in this process. Nothing in it is shared with another worker,
 so workers never contend for a database lock; the parent copies the grades into the class gradebook
-(:func:`cml.instructor.gradebook.merge_submission`) one submission at a time.
+(:func:`cml.instructor.grading.gradebook.merge_submission`) one submission at a time.
 
-The kernel runs through :mod:`cml.instructor.sandbox` as user ``uid`` (when the worker is root),
+The kernel runs through :mod:`cml.instructor.isolation.sandbox` as user ``uid`` (when the worker is root),
 in ``private/home`` (its ``HOME``, caches and working folder, the only place it may write), while
-:class:`~cml.instructor.watchdog.KernelWatchdog` enforces the memory and time limits.
+:class:`~cml.instructor.isolation.watchdog.KernelWatchdog` enforces the memory and time limits.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, Ignor
 from traitlets.config import Config, PyFileConfigLoader
 
 from cml.check_log import SEED_VARIABLE
-from cml.instructor import execution
-from cml.instructor.execution import ResilientExecute, SandboxKernelManager
-from cml.instructor.grader import GRADING_ENVIRONMENT
-from cml.instructor.intake import prepare_submission
-from cml.instructor.release import CONFIG_FILE
-from cml.instructor.sanitize import SanitizeNotebook
-from cml.instructor.sandbox import KERNEL_NAME, POLICY_VARIABLE, SandboxPolicy, read_outcome
-from cml.instructor.verdicts import CheckVerdicts
-from cml.instructor.watchdog import KernelWatchdog
+from cml.instructor.preprocessors import execute as execution
+from cml.instructor.preprocessors.execute import ResilientExecute, SandboxKernelManager
+from cml.instructor.grading.grader import GRADING_ENVIRONMENT
+from cml.instructor.preprocessors.intake import prepare_submission
+from cml.instructor.authoring.release import CONFIG_FILE
+from cml.instructor.web.sanitize import SanitizeNotebook
+from cml.instructor.isolation.sandbox import KERNEL_NAME, POLICY_VARIABLE, SandboxPolicy, read_outcome
+from cml.instructor.preprocessors.verdicts import CheckVerdicts
+from cml.instructor.isolation.watchdog import KernelWatchdog
 
 __all__ = ["Job", "Limits", "Outcome", "WorkerSettings", "grade_submission", "submission_payload", "zero_payload"]
 
@@ -80,11 +80,11 @@ class WorkerSettings:
     feedback: bool = True
     """Write each student's HTML feedback (``nbgrader generate_feedback`` can do it later, after manual grading)."""
     hidden_paths: tuple[str, ...] = ()
-    """Folders the kernels must not see (see :class:`~cml.instructor.sandbox.SandboxPolicy`)."""
+    """Folders the kernels must not see (see :class:`~cml.instructor.isolation.sandbox.SandboxPolicy`)."""
     grading_seed: int | None = None
     """The seed drawn for this grading run (:func:`cml.check_log.grading_seed`); with ``templates/<assignment>
-    .reference.json`` from :func:`~cml.instructor.verdicts.record_reference`, every grade cell is judged again
-    outside the kernel (:class:`~cml.instructor.verdicts.CheckVerdicts`)."""
+    .reference.json`` from :func:`~cml.instructor.preprocessors.verdicts.record_reference`, every grade cell is judged again
+    outside the kernel (:class:`~cml.instructor.preprocessors.verdicts.CheckVerdicts`)."""
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Grade a class on a Dask cluster: worker processes on other machines, no file system in common.
 
-:func:`~cml.instructor.classgrade.grade_class` hands its submissions to :class:`DaskPool` instead of local
+:func:`~cml.instructor.grading.run.grade_class` hands its submissions to :class:`DaskPool` instead of local
 processes when it is given ``cluster=``: ``"local"`` for a :class:`~distributed.LocalCluster` of worker
 processes on this machine, or a scheduler's address (``tcp://host:8786``) for workers started anywhere with
 ``dask worker ADDRESS --nthreads 1``. A task carries what its submission needs as bytes (the course config,
 the assignment's source and gradebook templates, the student's folder); the worker writes them into a folder
-of its own, grades there with :func:`~cml.instructor.worker.grade_submission` exactly as a local grading
+of its own, grades there with :func:`~cml.instructor.grading.engine.grade_submission` exactly as a local grading
 process does, and returns the outcome with the files grading produced (``autograded/``, ``feedback/``, the
 log), which the parent writes into the workdir.
 
@@ -31,16 +31,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from cml.instructor.classgrade import (
+from cml.instructor.grading.run import (
     _GRACE_SECONDS,
     SANDBOX_UID_BASE,
     _take_jobs,
     _unprivileged_user_works,
     prepare_grading_process,
 )
-from cml.instructor.release import CONFIG_FILE, nbgrader_environment
-from cml.instructor.sandbox import write_kernelspec
-from cml.instructor.worker import Job, Outcome, WorkerSettings, grade_submission
+from cml.instructor.authoring.release import CONFIG_FILE, nbgrader_environment
+from cml.instructor.isolation.sandbox import write_kernelspec
+from cml.instructor.grading.engine import Job, Outcome, WorkerSettings, grade_submission
 
 if TYPE_CHECKING:
     from distributed import Future

@@ -32,7 +32,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from cml.instructor.notebooks import Course, cell_kind, grade_id, strip_solution_markers
+from cml.instructor.course import Course, cell_kind, grade_id, strip_solution_markers
 
 __all__ = ["Case", "load_case", "load_cases", "build_submission", "write_submission"]
 

@@ -1,0 +1,1 @@
+"""Writing the course: notebooks as scripts, and the student release built and checked with nbgrader."""

@@ -1,0 +1,1 @@
+"""nbgrader preprocessors: intake repairs, resilient execution, verdicts, feedback without hidden tests."""

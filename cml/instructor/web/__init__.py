@@ -1,0 +1,1 @@
+"""What a browser opens: sanitised notebooks, inert HTML feedback, the formgrader guard."""
