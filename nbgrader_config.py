@@ -1,5 +1,7 @@
 """nbgrader settings for the course (the repository root is the course directory)."""
 
+from cml.instructor.defaults import CELL_TIMEOUT_SECONDS
+
 c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
 
 c.CourseDirectory.course_id = "cml-neural-networks"
@@ -15,8 +17,8 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # Grading: one cell may run this long before it is interrupted (seconds).
-c.ExecutePreprocessor.timeout = 120
-c.Execute.timeout = 120
+c.ExecutePreprocessor.timeout = CELL_TIMEOUT_SECONDS
+c.Execute.timeout = CELL_TIMEOUT_SECONDS
 # Kill each kernel once its notebook has run (all outputs are in) instead of waiting ~3 s for it to exit.
 c.Execute.shutdown_kernel = "immediate"
 

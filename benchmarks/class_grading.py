@@ -47,11 +47,11 @@ sys.path.insert(0, str(REPO))
 
 from cml.instructor.grading.baseline import prepare_workdir, read_grades
 from cml.instructor.grading.run import default_workers, grade_class
-from cml.instructor.grading.grader import GRADING_ENVIRONMENT
+from cml.instructor.defaults import GRADING_ENVIRONMENT
 from cml.instructor.course import Course, cell_kind
 from cml.instructor.authoring.release import run_nbgrader
 from cml.instructor.testing.submissions import Case, build_submission, load_cases
-from cml.instructor.grading.engine import Limits
+from cml.instructor.grading.model import Limits
 
 KINDS = ("correct", "blank", "half", "buggy", "correct", "hostile", "buggy", "half", "correct", "buggy")
 """Student ``i`` hands in ``KINDS[i % 10]`` for every assignment: 3 correct, 3 buggy, 2 half-done, 1 blank and

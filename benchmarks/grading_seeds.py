@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cml.instructor.grading.grader import GRADING_ENVIRONMENT
+from cml.instructor.defaults import GRADING_ENVIRONMENT
 from cml.instructor.course import Course
-from cml.instructor.preprocessors.verdicts import record_reference
+from cml.instructor.grading.reference import record_reference
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from cml.instructor.grading.run import default_workers, grade_class
 from cml.instructor.course import Course
 from cml.instructor.testing.submissions import load_cases, write_submission
-from cml.instructor.grading.engine import Limits
+from cml.instructor.grading.model import Limits
 
 
 def write_class(course: Course, assignments: list[str], folder: Path, more: bool) -> int:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from cml.instructor.testing.cases import expectation_failures, implicit_cases, matching_example, run_case
+from cml.instructor.testing.cases import (
+    CaseResult,
+    expectation_failures,
+    implicit_cases,
+    matching_example,
+    run_case,
+    run_cases,
+)
 from cml.instructor.cli import EXAMPLES_DIR
 from cml.instructor.course import Course
 from cml.instructor.testing.submissions import Case, load_cases
@@ -39,11 +46,23 @@ def _all_cases() -> list[Case]:
 
 CASES = sorted(_all_cases(), key=lambda case: case.assignment, reverse=True)
 """The later assignments' cases take longest: they go first, so that short ones even out the workers at the end."""
+_GRADED: dict[str, dict[str, CaseResult]] = {}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{case.assignment}/{case.name}" for case in CASES])
+def _graded(assignment: str) -> dict[str, CaseResult]:
+    """Every case of ``assignment``, graded as one class by the grading engine (once per test process: the cases of
+    one assignment run on one pytest worker, see their ``xdist_group``)."""
+    if assignment not in _GRADED:
+        cases = [case for case in CASES if case.assignment == assignment]
+        _GRADED[assignment] = {result.case.name: result for result in run_cases(cases, REPO, jobs=1,
+                                                                                release_root=COURSE.release)}
+    return _GRADED[assignment]
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.xdist_group(f"cases-{case.assignment}"))
+                                  for case in CASES], ids=[f"{case.assignment}/{case.name}" for case in CASES])
 def test_case_scores_as_described(case: Case) -> None:
-    result = run_case(case, REPO, COURSE.release)
+    result = _graded(case.assignment)[case.name]
     assert not result.failures, f"{case.description}:\n" + "\n".join(result.failures)
     if case.name == "solution":
         noisy = [cell.grade_id for cell in result.grade.cells if cell.error]
@@ -77,7 +96,7 @@ def test_further_cases_are_well_formed() -> None:
 
 
 def test_expectations_are_enforced_both_ways() -> None:
-    from cml.instructor.grading.grader import CellGrade, NotebookGrade
+    from cml.instructor.grading.model import CellGrade, NotebookGrade
 
     grade = NotebookGrade([CellGrade("t1", "tests", 2.0, 2.0), CellGrade("t2", "tests", 0.0, 1.0, "boom")])
     assert expectation_failures(Case("c", "a", "", lose=("t2",)), grade) == []

@@ -27,7 +27,7 @@ from cml.instructor.grading.baseline import autograde
 from cml.instructor.grading.run import grade_class
 from cml.instructor.preprocessors.feedback import HIDDEN_PLACEHOLDER
 from cml.instructor.course import Course, grade_id
-from cml.instructor.grading.engine import Limits
+from cml.instructor.grading.model import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = f"cml-background-{uuid.uuid4().hex[:8]}"

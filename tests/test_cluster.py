@@ -38,7 +38,7 @@ from cml.instructor.grading.run import GradingRun, grade_class
 from cml.instructor.grading.cluster import pack_files, unpack_files
 from cml.instructor.course import Course
 from cml.instructor.isolation.watchdog import kill_processes
-from cml.instructor.grading.engine import Limits, Outcome
+from cml.instructor.grading.model import Limits, Outcome
 
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(cell_timeout=10, time_limit=60, memory_mb=800, max_output_bytes=200_000)
@@ -177,10 +177,10 @@ def test_the_cluster_and_postgresql_give_the_single_machine_grades(tmp_path: Pat
     """One test, so that the cluster, the database and the two runs are made once even when the tests of this
     module are spread over several pytest workers."""
     course, submissions = _class(tmp_path)
-    # Other test modules may grade sandboxed classes at the same time, as the users from SANDBOX_UID_BASE on;
+    # Other test modules may grade sandboxed classes at the same time, as the users from LOCAL_UID_BASE on;
     # the single-machine run here takes other ones.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(classgrade, "SANDBOX_UID_BASE", classgrade.SANDBOX_UID_BASE + 100)
+        patch.setattr(classgrade, "LOCAL_UID_BASE", classgrade.LOCAL_UID_BASE + 100)
         single = grade_class(course, submissions, tmp_path / "single", workers=2, limits=LIMITS, progress=False)
     cluster = grade_class(course, submissions, tmp_path / "cluster", limits=LIMITS, progress=False,
                           cluster=scheduler, db_url=postgres_url)

@@ -38,7 +38,7 @@ from test_sanitize import _scored
 from cml.instructor.grading.run import grade_class
 from cml.instructor.web.inert_html import InertHTMLExporter, feedback_config
 from cml.instructor.course import Course
-from cml.instructor.grading.engine import Limits
+from cml.instructor.grading.model import Limits
 
 FIGURE = "import matplotlib.pyplot as plt\nplt.plot([0, 1, 2], [0, 1, 4])\nplt.title('squares')\nplt.show()"
 UNSAFE_STUDENT = "<img src=x onerror=alert(1)>"

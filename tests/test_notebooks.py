@@ -90,7 +90,8 @@ def test_release_with_answers_runs_without_hidden_tests(notebook: Path, tmp_path
     """
     from nbclient import NotebookClient
 
-    from cml.instructor.grading.grader import GRADING_ENVIRONMENT, error_summary
+    from cml.instructor.defaults import GRADING_ENVIRONMENT
+    from cml.instructor.testing.cases import error_summary
     from cml.instructor.course import Course
     from cml.instructor.testing.submissions import Case, build_submission
 

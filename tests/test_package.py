@@ -1,12 +1,22 @@
-"""The package imports fast, keeps heavy frameworks lazy, and exports what it lists."""
+"""The package imports fast, keeps heavy frameworks lazy, and exports what it lists; a student's install (no
+``instructor`` extra) imports it and gets an install hint from ``cml-course``; the extra lists what the instructor's
+tools import."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from cml.instructor.entry import INSTRUCTOR_IMPORTS
 
 MODULES = ["cml", "cml.checks", "cml.data", "cml.plot", "cml.device", "cml.progress"]
 INSTRUCTOR_MODULES = [
@@ -19,6 +29,11 @@ INSTRUCTOR_MODULES = [
     "cml.instructor.grading.baseline",
     "cml.instructor.cli",
 ]
+STUDENT_MODULES = ["cml.checks", "cml.data", "cml.plot", "cml.tasks", "cml.device", "cml.audio", "cml.progress",
+                   "cml.check_log"]
+ROOT = Path(__file__).resolve().parents[1]
+IMPORT_NAMES = {"scikit-learn": "sklearn", "ipython": "IPython"}
+"""Distributions whose top-level import name is not their canonical name with ``-`` written ``_``."""
 
 
 def test_import_is_fast_and_lazy() -> None:
@@ -52,3 +67,113 @@ def test_unknown_attribute_is_an_error() -> None:
 
     with pytest.raises(AttributeError):
         cml.no_such_module  # noqa: B018
+
+
+def _run_without(blocked: set[str] | frozenset[str], code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter in which importing any of the ``blocked`` packages fails as if absent."""
+    block = f"import sys\nfor _name in {sorted(blocked)!r}:\n    sys.modules[_name] = None\n"
+    return subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cml_course_without_the_instructor_extra_says_what_to_install() -> None:
+    """A student's install has the ``cml-course`` command but not nbgrader: a hint and status 2, no traceback."""
+    result = _run_without({"nbgrader"}, "from cml.instructor.entry import main\nsys.exit(main(['demo']))")
+    assert result.returncode == 2, result.stderr
+    assert "'nbgrader'" in result.stderr
+    assert 'pip install "cml-course[instructor]"' in result.stderr
+    assert 'pip install -c constraints.txt -e ".[instructor]"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cml_course_reports_other_missing_modules_as_errors() -> None:
+    """A module the instructor extra does not install is a real error, not a missing extra: it is not hidden."""
+    result = _run_without({"nbformat"}, "from cml.instructor.entry import main\nsys.exit(main(['demo']))")
+    assert result.returncode == 1
+    assert "ModuleNotFoundError" in result.stderr and "cml-course[instructor]" not in result.stderr
+
+
+def test_student_modules_import_without_the_instructor_extra() -> None:
+    """What the notebooks import works on a student's install, which has none of the instructor extra."""
+    result = _run_without(INSTRUCTOR_IMPORTS, f"import {', '.join(STUDENT_MODULES)}")
+    assert result.returncode == 0, result.stderr
+
+
+def test_formgrader_guard_only_logs_without_nbgrader() -> None:
+    """Every Jupyter server of the environment loads the guard, a student's too: without nbgrader it logs one line."""
+    code = """
+import logging, types
+from cml.instructor.web import formgrader_guard
+records = []
+log = logging.getLogger("guard")
+log.addHandler(type("H", (logging.Handler,), {"emit": lambda self, record: records.append(record)})())
+log.setLevel(logging.INFO)
+loop = types.SimpleNamespace(add_callback=lambda *args: sys.exit("the guard was scheduled"))
+formgrader_guard._load_jupyter_server_extension(types.SimpleNamespace(log=log, io_loop=loop))
+assert [record.levelno for record in records] == [logging.INFO], records
+"""
+    result = _run_without({"nbgrader"}, code)
+    assert result.returncode == 0, result.stderr
+
+
+def _pyproject() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as stream:
+        return tomllib.load(stream)
+
+
+def _import_name(requirement: str) -> str:
+    """The top-level package a requirement such as ``psycopg[binary]>=3.1`` installs."""
+    name = canonicalize_name(Requirement(requirement).name)
+    return IMPORT_NAMES.get(name, name.replace("-", "_"))
+
+
+def _third_party_imports(files: list[Path]) -> set[str]:
+    """Top-level packages that ``files`` import, less the standard library and ``cml`` itself."""
+    names: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.partition(".")[0])
+    return names - set(sys.stdlib_module_names) - {"cml"}
+
+
+def _requirement_closure(roots: list[str]) -> set[str]:
+    """The import names of ``roots`` and of everything they require, transitively, as installed here."""
+    seen: set[str] = set()
+    pending = [canonicalize_name(root) for root in roots]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(canonicalize_name(requirement.name))
+    return {_import_name(name) for name in seen}
+
+
+JUPYTER_STACK = {"nbformat", "nbconvert", "nbclient", "jupyter_client", "traitlets", "ipykernel", "IPython",
+                 "sqlalchemy"}
+"""Packages ``cml.instructor`` imports without listing them: nbgrader is built on them and pins them itself
+(sqlalchemy is its gradebook); all but sqlalchemy come with JupyterLab already. Listing them again would only
+add a second, looser pin to keep in step with nbgrader's."""
+
+
+def test_instructor_extra_lists_what_the_instructor_tools_import() -> None:
+    """Every third-party package under ``cml/instructor`` is a base dependency, the extra's, or nbgrader's own."""
+    project = _pyproject()["project"]
+    base = {_import_name(requirement) for requirement in project["dependencies"]}
+    extra = {_import_name(requirement) for requirement in project["optional-dependencies"]["instructor"]}
+    imported = _third_party_imports(sorted((ROOT / "cml" / "instructor").rglob("*.py")))
+    assert imported - base - extra - JUPYTER_STACK == set()
+    assert JUPYTER_STACK <= _requirement_closure(["nbgrader"])
+    assert extra <= INSTRUCTOR_IMPORTS, "cml-course would not give its install hint when these are missing"
+
+
+def test_student_modules_need_only_the_base_dependencies() -> None:
+    """The modules under ``cml`` outside ``cml/instructor`` import only what a student's install has."""
+    files = [path for path in sorted((ROOT / "cml").rglob("*.py")) if "instructor" not in path.parts]
+    requirements = [Requirement(line).name for line in _pyproject()["project"]["dependencies"]]
+    assert _third_party_imports(files) - _requirement_closure(requirements) == set()

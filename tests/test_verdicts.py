@@ -22,7 +22,7 @@ from cml.instructor.grading.baseline import autograde
 from cml.instructor.grading.run import grade_class
 from cml.instructor.course import Course
 from cml.instructor.preprocessors.verdicts import judge_cell
-from cml.instructor.grading.engine import Limits
+from cml.instructor.grading.model import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(cell_timeout=60, time_limit=300, memory_mb=3000)

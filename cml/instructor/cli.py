@@ -26,11 +26,11 @@ from cml.instructor.testing import cases as cases_module
 from cml.instructor.grading.baseline import GradeRow, autograde, format_table, read_grades, write_csv
 from cml.instructor.testing.cases import expectation_failures
 from cml.instructor.grading.run import default_workers, format_outcomes, grade_class
-from cml.instructor.grading.grader import NotebookGrade
+from cml.instructor.grading.model import NotebookGrade
 from cml.instructor.course import Course
 from cml.instructor.authoring.release import find_leaks, generate_release, release_differences, update_release
 from cml.instructor.testing.submissions import Case, load_cases, write_submission
-from cml.instructor.grading.engine import Limits
+from cml.instructor.grading.model import Limits
 
 __all__ = ["main"]
 

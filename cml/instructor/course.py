@@ -1,13 +1,24 @@
-"""What the instructor tools need to know about a course's notebooks and nbgrader cells."""
+"""A course directory as nbgrader lays it out.
+
+The cell predicates and marker constants are re-exported from :mod:`cml.instructor.cells`, where they live.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
+
+from cml.instructor.cells import (
+    HIDDEN_MARKERS,
+    MARK_SCHEME_MARKERS,
+    SOLUTION_MARKERS,
+    cell_kind,
+    grade_id,
+    strip_solution_markers,
+)
 
 __all__ = [
     "Course",
@@ -18,10 +29,6 @@ __all__ = [
     "HIDDEN_MARKERS",
     "MARK_SCHEME_MARKERS",
 ]
-
-SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
-HIDDEN_MARKERS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
-MARK_SCHEME_MARKERS = ("=== BEGIN MARK SCHEME ===", "=== END MARK SCHEME ===")
 
 
 @dataclass(frozen=True)
@@ -53,40 +60,3 @@ class Course:
 
     def read(self, path: Path) -> NotebookNode:
         return nbformat.read(path, as_version=4)
-
-
-def grade_id(cell: NotebookNode) -> str | None:
-    """The nbgrader ``grade_id`` of a cell, or ``None`` for an ordinary cell."""
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-
-def cell_kind(cell: NotebookNode) -> str | None:
-    """``"solution"``, ``"tests"``, ``"manual"``, ``"readonly"`` for nbgrader cells, else ``None``."""
-    metadata = cell.get("metadata", {}).get("nbgrader")
-    if not metadata:
-        return None
-    if metadata.get("grade") and metadata.get("solution"):
-        return "manual"
-    if metadata.get("grade"):
-        return "tests"
-    if metadata.get("solution"):
-        return "solution"
-    if metadata.get("locked"):
-        return "readonly"
-    return None
-
-
-_MARKER_LINE = re.compile(
-    r"^[ \t]*(### (BEGIN|END) SOLUTION|=== (BEGIN|END) MARK SCHEME ===)[ \t]*\n?", re.MULTILINE
-)
-
-
-def strip_solution_markers(source: str) -> str:
-    """A solution cell as a student who solved it would write it: the source without nbgrader's markers.
-
-    Mark schemes (instructor notes inside written answers) are removed with their content.
-    """
-    without_scheme = re.sub(
-        r"^[ \t]*=== BEGIN MARK SCHEME ===.*?=== END MARK SCHEME ===[ \t]*\n?", "", source, flags=re.S | re.M
-    )
-    return _MARKER_LINE.sub("", without_scheme).rstrip("\n")

@@ -23,6 +23,8 @@ from typing import Any
 
 import nbformat
 
+from cml.instructor.cells import cell_kind, is_grade
+
 __all__ = ["script_to_notebook", "notebook_to_script", "nbgrader_metadata"]
 
 _HEADER = re.compile(r"^# %%(?P<rest>.*)$")
@@ -114,16 +116,8 @@ def notebook_to_script(notebook: nbformat.NotebookNode) -> str:
         metadata = cell.metadata.get("nbgrader")
         header = "# %%" + (" [markdown]" if cell.cell_type == "markdown" else "")
         if metadata:
-            if metadata.get("grade") and metadata.get("solution"):
-                kind = "manual"
-            elif metadata.get("grade"):
-                kind = "tests"
-            elif metadata.get("solution"):
-                kind = "solution"
-            else:
-                kind = "readonly"
-            header += f" {kind} id={metadata['grade_id']}"
-            if "points" in metadata and metadata.get("grade"):
+            header += f" {cell_kind(cell) or 'readonly'} id={metadata['grade_id']}"
+            if "points" in metadata and is_grade(cell):
                 points = metadata["points"]
                 header += f" points={int(points) if float(points).is_integer() else points}"
         if cell.cell_type == "markdown":

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import nbformat
 
-from cml.instructor.course import HIDDEN_MARKERS, MARK_SCHEME_MARKERS, SOLUTION_MARKERS, Course, cell_kind
+from cml.instructor.cells import HIDDEN_MARKERS, MARK_SCHEME_MARKERS, SOLUTION_MARKERS, released_source
+from cml.instructor.course import Course
 
 __all__ = ["find_leaks", "generate_release", "nbgrader_environment", "release_differences", "run_nbgrader", "update_release"]
 
@@ -101,29 +102,22 @@ _MIN_LEAK_LENGTH = 12
 """Shorter lines (``return x``, ``else:``) are too common to count as a leak on their own."""
 
 
-def _secret_lines(notebook: nbformat.NotebookNode) -> set[str]:
-    """Lines that only the instructor may see: solutions, hidden tests, mark schemes, model written answers.
+def _lines(source: str) -> set[str]:
+    return {line.strip() for line in source.split("\n")}
 
-    A line that also stands outside those regions (in a visible test, say) is public and not counted.
+
+def _secret_lines(notebook: nbformat.NotebookNode) -> set[str]:
+    """Lines that only the instructor may see: those nbgrader leaves out of the release (solutions, hidden
+    tests, mark schemes, solution cells without a region), unless a line is also released somewhere.
+
+    A source nbgrader would refuse is read leniently: an open region hides the rest of its cell.
     """
     secret: set[str] = set()
     public: set[str] = set()
-    opening = {begin: end for begin, end in (SOLUTION_MARKERS, HIDDEN_MARKERS, MARK_SCHEME_MARKERS)}
     for cell in notebook.cells:
-        whole_cell_secret = cell_kind(cell) == "manual" and cell.cell_type == "markdown" and not any(
-            begin in cell.source for begin in opening
-        )
-        closing: str | None = None
-        for line in cell.source.splitlines():
-            stripped = line.strip()
-            if closing is None and stripped in opening:
-                closing = opening[stripped]
-            elif closing is not None and stripped == closing:
-                closing = None
-            elif closing is not None or whole_cell_secret:
-                secret.add(stripped)
-            else:
-                public.add(stripped)
+        released = _lines(released_source(cell, strict=False))
+        secret |= _lines(cell.source) - released
+        public |= released
     return {line for line in secret - public if len(line) >= _MIN_LEAK_LENGTH and not line.startswith("#")}
 
 

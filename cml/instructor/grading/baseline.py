@@ -14,11 +14,13 @@ from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
 
-from cml.instructor.grading.grader import GRADING_ENVIRONMENT, CellGrade
+from cml.instructor.defaults import GRADING_ENVIRONMENT
+from cml.instructor.grading.model import CellGrade
+from cml.instructor.grading.run import prepare_workdir
 from cml.instructor.course import Course
-from cml.instructor.authoring.release import CONFIG_FILE, run_nbgrader
+from cml.instructor.authoring.release import run_nbgrader
 
-__all__ = ["GradeRow", "prepare_workdir", "autograde", "read_grades", "write_csv", "format_table"]
+__all__ = ["GradeRow", "autograde", "read_grades", "write_csv", "format_table"]
 
 
 @dataclass(frozen=True)
@@ -34,17 +36,6 @@ class GradeRow:
     """Grade ids of the test cells that scored less than their points."""
     cells: tuple[CellGrade, ...] = field(default=(), repr=False, compare=False)
     """Every grade cell's score (not written to the CSV)."""
-
-
-def prepare_workdir(course: Course, workdir: Path, assignments: list[str]) -> None:
-    """A fresh nbgrader course directory with the config and the source of ``assignments``."""
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    (workdir / "source").mkdir(parents=True)
-    shutil.copy(course.root / CONFIG_FILE, workdir / CONFIG_FILE)
-    for assignment in assignments:
-        shutil.copytree(course.source / assignment, workdir / "source" / assignment,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
 
 
 def autograde(course: Course, submissions: Path, workdir: Path, assignments: list[str] | None = None) -> list[GradeRow]:

@@ -5,7 +5,7 @@ processes when it is given ``cluster=``: ``"local"`` for a :class:`~distributed.
 processes on this machine, or a scheduler's address (``tcp://host:8786``) for workers started anywhere with
 ``dask worker ADDRESS --nthreads 1``. A task carries what its submission needs as bytes (the course config,
 the assignment's source and gradebook templates, the student's folder); the worker writes them into a folder
-of its own, grades there with :func:`~cml.instructor.grading.engine.grade_submission` exactly as a local grading
+of its own, grades there with :class:`~cml.instructor.grading.engine.GradingWorker` exactly as a local grading
 process does, and returns the outcome with the files grading produced (``autograded/``, ``feedback/``, the
 log), which the parent writes into the workdir.
 
@@ -19,41 +19,30 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
-import queue
 import shutil
 import stat
 import tempfile
-import time
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from cml.instructor.grading.run import (
-    _GRACE_SECONDS,
-    SANDBOX_UID_BASE,
-    _take_jobs,
-    _unprivileged_user_works,
-    prepare_grading_process,
-)
 from cml.instructor.authoring.release import CONFIG_FILE, nbgrader_environment
 from cml.instructor.isolation.sandbox import write_kernelspec
-from cml.instructor.grading.engine import Job, Outcome, WorkerSettings, grade_submission
+from cml.instructor.defaults import GRACE_SECONDS
+from cml.instructor.grading.engine import GradingWorker
+from cml.instructor.grading.model import Job, Outcome, WorkerSettings
+from cml.instructor.grading.pools import WorkerPool, failed, prepare_grading_process
+from cml.instructor.isolation.users import DASK_UID_BASE, unprivileged_user_works
 
 if TYPE_CHECKING:
     from distributed import Future
 
-__all__ = ["UID_BASE", "DaskPool", "pack_files", "unpack_files"]
+__all__ = ["DaskPool", "pack_files", "unpack_files"]
 
 Files = dict[str, bytes]
 """File contents by path, relative to some folder (``/``-separated)."""
-UID_BASE = SANDBOX_UID_BASE + 1000
-"""Grading process ``slot`` of a machine runs its kernels as user ``UID_BASE + slot`` when grading as root: apart from
-the local pool's users, since the watchdog ends every process of its kernel's user after each submission."""
-
-
 def pack_files(root: Path, paths: list[str]) -> Files:
     """Every plain file at or below each of ``paths`` (relative to ``root``); links are left out."""
     files: Files = {}
@@ -83,7 +72,7 @@ def unpack_files(files: Files, root: Path, mode: int | None = None) -> None:
             path.chmod(mode)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Place:
     """Where one Dask worker process grades. ``slot`` is its number among the grading processes of its machine
     (its private folder is ``root/worker-<slot>``, its kernels' user ``uid_base + slot``); ``folder`` holds its
@@ -94,6 +83,8 @@ class _Place:
     folder: Path
     uid_base: int | None
     lock: IO
+    grader: GradingWorker | None = None
+    """This process's grading worker, kept from one task to the next (with its kernels' zygote)."""
 
 
 _PLACE: _Place | None = None
@@ -126,8 +117,8 @@ def _place() -> _Place:
         folder.mkdir(mode=0o700, exist_ok=True)
         prepare_grading_process(str(write_kernelspec(folder / "jupyter")))
         os.environ.update(nbgrader_environment())
-        privileged = os.geteuid() == 0 and _unprivileged_user_works(UID_BASE + slot)
-        _PLACE = _Place(slot, root, folder, UID_BASE if privileged else None, lock)
+        privileged = os.geteuid() == 0 and unprivileged_user_works(DASK_UID_BASE + slot)
+        _PLACE = _Place(slot, root, folder, DASK_UID_BASE if privileged else None, lock)
     return _PLACE
 
 
@@ -152,7 +143,10 @@ def _grade_remotely(job: Job, course_files: Files, template_files: Files,
     local = replace(settings, course=str(course), templates=str(templates), scratch=str(place.root),
                     kernelspecs=str(place.folder / "jupyter"), uid_base=place.uid_base if settings.sandbox else None,
                     hidden_paths=tuple(hidden) if settings.sandbox else ())
-    outcome = grade_submission(job, local, place.slot)
+    if place.grader is None:
+        place.grader = GradingWorker(local, place.slot)
+    place.grader.settings = local  # the same run's settings but for this task's folders: the zygote stays
+    outcome = place.grader.grade(job)
     if settings.sandbox and os.geteuid() == 0 and place.uid_base is None:
         outcome.isolation_gaps.append("kernels ran as the grader's user: an unprivileged user cannot read the "
                                       "Python environment")
@@ -161,26 +155,21 @@ def _grade_remotely(job: Job, course_files: Files, template_files: Files,
     return outcome, pack_files(course, produced)
 
 
-@dataclass
-class _Task:
-    job: Job
-    future: Future
-    started: float
+class DaskPool(WorkerPool):
+    """Grade on a Dask cluster (a scheduler's ``address``, or ``size`` local worker processes when ``None``). A
+    worker is one Dask worker address; one that overruns is restarted, one that dies or leaves is just gone."""
 
-
-class DaskPool:
-    """Grade on a Dask cluster (a scheduler's ``address``, or ``size`` local worker processes when ``None``), with
-    the interface of the local process pool: :meth:`run`, :meth:`close`."""
-
-    def __init__(self, address: str | None, size: int, settings: WorkerSettings) -> None:
+    def __init__(self, address: str | None, size: int, settings: WorkerSettings,
+                 restart_budget: int | None = None) -> None:
         from distributed import Client, LocalCluster
 
+        super().__init__(settings.limits.time_limit, size + 3 if restart_budget is None else restart_budget)
         self.settings = settings
         self.cluster = None if address else LocalCluster(n_workers=size, threads_per_worker=1, processes=True,
                                                          dashboard_address=":0")
         self.client = Client(address or self.cluster)
         if address:
-            self.client.wait_for_workers(1, timeout=_GRACE_SECONDS)
+            self.client.wait_for_workers(1, timeout=GRACE_SECONDS)
         where = f"the Dask cluster at {address}" if address else "a local Dask cluster"
         self.description = f"graded on {where}: {len(self.client.nthreads())} workers at the start"
         # The workers get ready while the assignments are generated (kept: a released future would be dropped).
@@ -188,6 +177,8 @@ class DaskPool:
                                               workers=[worker], allow_other_workers=False)
                            for worker in self.client.nthreads()]
         self._shared: dict[str, tuple[Files, Files]] = {}
+        self._futures: dict[str, Future] = {}
+        self._restarting: set[str] = set()
 
     def _submit(self, job: Job, address: str) -> Future:
         """The job's task, for the worker at ``address`` only."""
@@ -203,75 +194,55 @@ class DaskPool:
                                   key=f"grade-{job.assignment}-{job.student}-{uuid.uuid4().hex[:8]}", pure=False,
                                   workers=[address], allow_other_workers=False, retries=0)
 
-    def _collect(self, task: _Task) -> Outcome:
-        try:
-            outcome, files = task.future.result()
-        except Exception as error:  # noqa: BLE001 - the task's failure is this submission's alone
-            return _failed(task, f"its grading task failed on the Dask cluster: {type(error).__name__}: "
-                                 f"{str(error)[:300]}")
-        workdir = Path(self.settings.course)
-        for stage in ("autograded", "feedback"):
-            shutil.rmtree(workdir / stage / task.job.student / task.job.assignment, ignore_errors=True)
-        unpack_files(files, workdir)
-        return outcome
+    def idle_workers(self, busy: set[Hashable]) -> list[Hashable]:
+        workers = set(self.client.nthreads())
+        self._restarting &= workers
+        return sorted(workers - busy - self._restarting)
 
-    def _settle(self, address: str, task: _Task, workers: set[str], restarted: set[str]) -> Outcome | None:
-        """The task's outcome once it has one: finished, failed, its worker gone, or out of time."""
-        if task.future.done():
-            return self._collect(task)
-        if address not in workers:
-            task.future.cancel()
-            return _failed(task, f"its Dask worker ({address}) died or left the cluster")
-        if time.monotonic() - task.started > self.settings.limits.time_limit + _GRACE_SECONDS:
-            task.future.cancel()
-            restarted.add(address)
-            self.client.restart_workers([address], raise_for_error=False)
-            return _failed(task, "its Dask worker did not finish within the time limit and was restarted")
-        return None
+    def start(self, worker: Hashable, job: Job) -> None:
+        self._futures[worker] = self._submit(job, worker)
 
-    def run(self, feed: queue.Queue, on_outcome: Callable[[Outcome], None]) -> None:
-        """Grade the jobs that arrive on ``feed`` (lists of jobs or of ready outcomes, then ``None``) and pass
-        on each outcome."""
+    def wait(self, busy: set[Hashable], timeout: float) -> None:
         from distributed import wait
 
-        pending: deque[Job] = deque()
-        running: dict[str, _Task] = {}
-        restarted: set[str] = set()
-        fed = False
-        seen_workers = time.monotonic()
-        while not fed or pending or running:
-            fed = fed or _take_jobs(feed, pending, on_outcome, busy=bool(running))
-            workers = set(self.client.nthreads())
-            restarted &= workers
-            for address in sorted(workers - running.keys() - restarted)[:len(pending)]:
-                job = pending.popleft()
-                running[address] = _Task(job, self._submit(job, address), time.monotonic())
-            if workers:
-                seen_workers = time.monotonic()
-            elif pending and time.monotonic() - seen_workers > _GRACE_SECONDS:
-                for job in pending:
-                    on_outcome(Outcome(job.student, job.assignment, status="failed",
-                                       notes=["no Dask worker was left to grade it"]))
-                pending.clear()
-            if not running:
-                time.sleep(0.2 if pending else 0.0)  # waiting for a worker
-                continue
-            try:
-                wait([task.future for task in running.values()], timeout=0.5, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                pass
-            for address, task in list(running.items()):
-                outcome = self._settle(address, task, workers, restarted)
-                if outcome is not None:
-                    del running[address]
-                    on_outcome(outcome)
+        try:
+            wait([self._futures[worker] for worker in busy], timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            pass
+
+    def settle(self, worker: Hashable, job: Job, seconds: float, overdue: bool) -> Outcome | None:
+        future = self._futures[worker]
+        if future.done():
+            del self._futures[worker]
+            return self._collect(job, future, seconds)
+        if worker not in self.client.nthreads():
+            future.cancel()
+            del self._futures[worker]
+            return failed(job, f"its Dask worker ({worker}) died or left the cluster", seconds)
+        if overdue:
+            future.cancel()
+            del self._futures[worker]
+            if self.replaced():
+                self._restarting.add(worker)
+                self.client.restart_workers([worker], raise_for_error=False)
+            else:
+                self.client.retire_workers([worker], close_workers=True)
+            return failed(job, "its Dask worker did not finish within the time limit and was restarted", seconds)
+        return None
+
+    def _collect(self, job: Job, future: Future, seconds: float) -> Outcome:
+        try:
+            outcome, files = future.result()
+        except Exception as error:  # noqa: BLE001 - the task's failure is this submission's alone
+            return failed(job, f"its grading task failed on the Dask cluster: {type(error).__name__}: "
+                               f"{str(error)[:300]}", seconds)
+        workdir = Path(self.settings.course)
+        for stage in ("autograded", "feedback"):
+            shutil.rmtree(workdir / stage / job.student / job.assignment, ignore_errors=True)
+        unpack_files(files, workdir)
+        return outcome
 
     def close(self) -> None:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
-
-
-def _failed(task: _Task, why: str) -> Outcome:
-    return Outcome(task.job.student, task.job.assignment, status="failed", notes=[why],
-                   seconds=time.monotonic() - task.started)

@@ -1,15 +1,25 @@
-"""Grade one submission with nbgrader in a private course folder of its own.
+"""The one grading engine: grade one submission the way every student is graded.
 
-A grading worker handles one submission at a time. For each it builds a throwaway nbgrader course
-(``private/course``) holding a copy of the gradebook as ``generate_assignment`` left it, the
-assignment's source and this one student's files, and runs nbgrader's own ``Autograde`` and
-``GenerateFeedback`` converters there, in this process. Nothing in it is shared with another worker,
-so workers never contend for a database lock; the parent copies the grades into the class gradebook
-(:func:`cml.instructor.grading.gradebook.merge_submission`) one submission at a time.
+:class:`GradingWorker` grades one submission at a time. For each it builds a throwaway nbgrader course
+(``private/course``) holding a copy of the gradebook as ``generate_assignment`` left it, the assignment's
+source and this one student's files, and runs there, in this process:
 
-The kernel runs through :mod:`cml.instructor.isolation.sandbox` as user ``uid`` (when the worker is root),
-in ``private/home`` (its ``HOME``, caches and working folder, the only place it may write), while
-:class:`~cml.instructor.isolation.watchdog.KernelWatchdog` enforces the memory and time limits.
+1. intake (:mod:`cml.instructor.preprocessors.intake`): a notebook saved under another name is renamed back, an
+   unreadable one set aside, and the repairs of each notebook are noted;
+2. nbgrader's own ``Autograde``, with :class:`~cml.instructor.preprocessors.execute.ResilientExecute` (a dead
+   kernel costs only the cells it did not run) in a sandboxed kernel (:mod:`cml.instructor.isolation.sandbox`)
+   forked from a zygote that has loaded the assignment's libraries (:mod:`cml.instructor.isolation.zygote`),
+   under the watchdog's memory and time limits (:class:`~cml.instructor.isolation.watchdog.KernelWatchdog`);
+3. the verdicts given outside the kernel (:class:`~cml.instructor.preprocessors.verdicts.CheckVerdicts`);
+4. nbgrader's ``GenerateFeedback`` (inert HTML without hidden tests).
+
+Nothing in the private course is shared with another worker, so workers never contend for a database lock; the
+parent copies the grades into the class gradebook (:func:`cml.instructor.grading.gradebook.merge_submission`) one
+submission at a time. Every path that grades goes through here: ``cml-course grade`` (local pool and Dask),
+``demo``, ``validate`` and the instructor's described test cases.
+
+The kernel runs as user ``uid`` (when the worker is root), in ``private/home`` (its ``HOME``, caches and working
+folder, the only place it may write).
 """
 
 from __future__ import annotations
@@ -20,7 +30,6 @@ import os
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -32,172 +41,19 @@ from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, Ignor
 from traitlets.config import Config, PyFileConfigLoader
 
 from cml.check_log import SEED_VARIABLE
-from cml.instructor.preprocessors import execute as execution
-from cml.instructor.preprocessors.execute import ResilientExecute, SandboxKernelManager
-from cml.instructor.grading.grader import GRADING_ENVIRONMENT
-from cml.instructor.preprocessors.intake import prepare_submission
 from cml.instructor.authoring.release import CONFIG_FILE
-from cml.instructor.web.sanitize import SanitizeNotebook
+from cml.instructor.defaults import GRADING_ENVIRONMENT
+from cml.instructor.grading.model import Job, Outcome, Status, WorkerSettings
+from cml.instructor.isolation.kernels import GradingKernelManager
 from cml.instructor.isolation.sandbox import KERNEL_NAME, POLICY_VARIABLE, SandboxPolicy, read_outcome
-from cml.instructor.preprocessors.verdicts import CheckVerdicts
 from cml.instructor.isolation.watchdog import KernelWatchdog
+from cml.instructor.isolation.zygote import Zygotes, preloadable_modules
+from cml.instructor.preprocessors.execute import ExecutionReport, ResilientExecute
+from cml.instructor.preprocessors.intake import prepare_submission
+from cml.instructor.preprocessors.verdicts import CheckVerdicts
+from cml.instructor.web.sanitize import SanitizeNotebook
 
-__all__ = ["Job", "Limits", "Outcome", "WorkerSettings", "grade_submission", "submission_payload", "zero_payload"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one submission may use."""
-
-    cell_timeout: int = 120
-    """Seconds one cell may run before it is interrupted."""
-    time_limit: float = 900.0
-    """Seconds the whole submission (all its notebooks) may take."""
-    memory_mb: int = 4096
-    """Resident memory of the kernel and everything it starts, together."""
-    disk_mb: int = 1024
-    """What the kernel may write, together: its private folder, its temporary files and ``/dev/shm`` (sandboxed
-    kernels only: the sandbox keeps them in a file system of this size, in memory)."""
-    max_output_bytes: int = 2_000_000
-    """Output one cell may produce."""
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    course: str
-    """The class's nbgrader course folder (the grading workdir): ``source/``, ``submitted/``, config."""
-    templates: str
-    """A folder of gradebooks right after ``generate_assignment``, ``<assignment>.db``: every private course
-    starts from a copy of its assignment's."""
-    scratch: str
-    """A root-only folder for the private courses (one subfolder per worker)."""
-    kernelspecs: str
-    """A folder put on ``JUPYTER_PATH``, holding the sandbox kernelspec."""
-    limits: Limits = Limits()
-    sandbox: bool = True
-    uid_base: int | None = None
-    """Worker ``i`` runs its kernels as user ``uid_base + i`` (root only); ``None``: the grader's own user."""
-    feedback: bool = True
-    """Write each student's HTML feedback (``nbgrader generate_feedback`` can do it later, after manual grading)."""
-    hidden_paths: tuple[str, ...] = ()
-    """Folders the kernels must not see (see :class:`~cml.instructor.isolation.sandbox.SandboxPolicy`)."""
-    grading_seed: int | None = None
-    """The seed drawn for this grading run (:func:`cml.check_log.grading_seed`); with ``templates/<assignment>
-    .reference.json`` from :func:`~cml.instructor.preprocessors.verdicts.record_reference`, every grade cell is judged again
-    outside the kernel (:class:`~cml.instructor.preprocessors.verdicts.CheckVerdicts`)."""
-
-
-@dataclass(frozen=True)
-class Job:
-    student: str
-    assignment: str
-
-
-@dataclass
-class Outcome:
-    """What happened to one submission; ``payload`` carries its grades to the class gradebook."""
-
-    student: str
-    assignment: str
-    status: str = "graded"
-    """``graded``; ``flagged`` (graded, but something went wrong or was repaired); ``failed`` (no grade)."""
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    execution_seconds: float = 0.0
-    """Time spent running cells (the part of ``seconds`` that plain execution would cost as well)."""
-    peak_memory_mb: float = 0.0
-    peak_disk_mb: float = 0.0
-    """The most the kernel's private file system held (sandboxed kernels with a disk limit)."""
-    isolation_gaps: list[str] = field(default_factory=list)
-    phases: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in each step: ``prepare``, ``autograde`` (nbgrader, with execution), ``feedback``, ``collect``."""
-    payload: dict = field(default_factory=dict)
-    worker: int = -1
-
-    def code_total(self, key: str = "auto_score") -> float:
-        """Sum of ``key`` (``auto_score`` or ``max_score``) over the autograded (code) grade cells, as nbgrader's
-        ``code_score`` counts them."""
-        return sum(grade[key] or 0.0 for notebook in self.payload.get("notebooks", [])
-                   for grade in notebook["grades"] if grade["cell_type"] == "code")
-
-
-def _private_course(settings: WorkerSettings, private: Path, job: Job) -> Path:
-    """A fresh nbgrader course with this submission only; folders the kernel must not read are root-only."""
-    # Emptied, not replaced: other kernels' views cover this very folder, and would see a new one.
-    private.mkdir(parents=True, exist_ok=True)
-    for entry in private.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    course = private / "course"
-    course.mkdir()
-    for folder in (private, course):
-        folder.chmod(0o711)
-    shutil.copy(Path(settings.course) / CONFIG_FILE, course / CONFIG_FILE)
-    shutil.copy(Path(settings.templates) / f"{job.assignment}.db", course / "gradebook.db")
-    (course / "gradebook.db").chmod(0o600)
-    shutil.copytree(Path(settings.course) / "source" / job.assignment, course / "source" / job.assignment)
-    (course / "source").chmod(0o700)
-    shutil.copytree(Path(settings.course) / "submitted" / job.student / job.assignment,
-                    course / "submitted" / job.student / job.assignment, symlinks=True)
-    (course / "submitted").chmod(0o700)
-    return course
-
-
-def _kernel_home(private: Path, worker: int, settings: WorkerSettings) -> tuple[Path, dict[str, str]]:
-    """The kernel's private folder and the variables that keep every cache and temp file inside it."""
-    home = private / "home"
-    for sub in ("work", "tmp", ".matplotlib", ".cache", ".ipython"):
-        (home / sub).mkdir(parents=True, exist_ok=True)
-    home.chmod(0o700)
-    # Without its font list matplotlib would rebuild it (seconds) and say so on stderr, which zeroes a test cell.
-    import matplotlib
-
-    for fontlist in glob.glob(os.path.join(matplotlib.get_cachedir(), "fontlist-*.json")):
-        shutil.copy(fontlist, home / ".matplotlib")
-    user = f"cml-grader-{worker}"
-    environment = {
-        **GRADING_ENVIRONMENT,
-        "HOME": str(home), "USER": user, "LOGNAME": user, "TMPDIR": str(home / "tmp"),
-        "MPLCONFIGDIR": str(home / ".matplotlib"), "XDG_CACHE_HOME": str(home / ".cache"),
-        "IPYTHONDIR": str(home / ".ipython"),
-    }
-    return home, environment
-
-
-def _hidden_paths(settings: WorkerSettings, private: Path) -> list[str]:
-    """Everything of the grader's the kernel must not see: the class's folders, the other workers' folders,
-    and this worker's private course (sources with hidden tests, the gradebook copy)."""
-    return [path for path in settings.hidden_paths if path != str(private)] + [str(private / "course")]
-
-
-def _nbgrader_config(settings: WorkerSettings, course: Path, home: Path, job: Job) -> Config:
-    config = PyFileConfigLoader(CONFIG_FILE, path=str(course)).load_config()
-    config.CourseDirectory.root = str(course)
-    config.CourseDirectory.db_url = f"sqlite:///{course}/gradebook.db"
-    config.CourseDirectory.assignment_id = job.assignment
-    config.CourseDirectory.student_id = job.student
-    config.Autograde.autograde_preprocessors = [
-        ResilientExecute, CheckVerdicts, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
-        AssignLatePenalties, CheckCellMetadata, SanitizeNotebook,  # last: the grades are saved, then made inert
-    ]
-    limits = settings.limits
-    config.ResilientExecute.timeout = limits.cell_timeout
-    config.ResilientExecute.max_output_bytes = limits.max_output_bytes
-    config.ResilientExecute.working_directory = str(home / "work")
-    if settings.grading_seed is not None:
-        config.ResilientExecute.extra_environment = {SEED_VARIABLE: str(settings.grading_seed)}
-        reference = Path(settings.templates) / f"{job.assignment}.reference.json"
-        if reference.exists():
-            config.ResilientExecute.check_log = str(home / "checks.jsonl")
-            config.CheckVerdicts.reference_file = str(reference)
-    if settings.sandbox:
-        config.ResilientExecute.kernel_name = KERNEL_NAME
-        config.ResilientExecute.kernel_manager_class = SandboxKernelManager
-        # Unix sockets instead of TCP: they work from the kernel's empty network namespace. The kernel makes them
-        # in its own file system; the connection file is the grader's, outside it.
-        config.KernelManager.transport = "ipc"
-        config.KernelManager.ip = str(home / "kernel")
-        config.KernelManager.connection_file = str(home.parent / "kernel.json")
-    return config
+__all__ = ["GradingWorker", "submission_payload", "zero_payload"]
 
 
 def submission_payload(database: Path, job: Job) -> dict:
@@ -241,16 +97,6 @@ def zero_payload(database: Path, job: Job) -> dict:
         }
 
 
-def _copy_results(course: Path, settings: WorkerSettings, job: Job) -> None:
-    for stage in ("autograded", "feedback"):
-        source = course / stage / job.student / job.assignment
-        target = Path(settings.course) / stage / job.student / job.assignment
-        if target.exists():
-            shutil.rmtree(target)
-        if source.is_dir():
-            shutil.copytree(source, target, symlinks=True)
-
-
 def _job_logger(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
@@ -259,63 +105,199 @@ def _job_logger(path: Path) -> logging.Handler:
     return handler
 
 
-def grade_submission(job: Job, settings: WorkerSettings, worker: int) -> Outcome:
-    """Autograde and write feedback for one submission; never raises (a failure is the outcome's status)."""
-    started = time.perf_counter()
-    outcome = Outcome(job.student, job.assignment, worker=worker)
-    private = Path(settings.scratch) / f"worker-{worker}"
-    log_path = Path(settings.course) / "logs" / job.assignment / f"{job.student}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handler = _job_logger(log_path)
-    uid = settings.uid_base + worker if settings.uid_base is not None else None
-    try:
-        course = _private_course(settings, private, job)
+class GradingWorker:
+    """Grades submissions one after another in its private folder ``scratch/worker-<index>``.
+
+    It keeps, from one submission to the next, only what holds no trace of a submission: the zygote its kernels
+    are forked from (which never runs a cell), the kernels' font cache, and its settings.
+    """
+
+    def __init__(self, settings: WorkerSettings, index: int) -> None:
+        self.settings, self.index = settings, index
+        self.private = Path(settings.scratch) / f"worker-{index}"
+        self.uid = settings.uid_base + index if settings.uid_base is not None else None
+        self.zygotes = Zygotes(enabled=settings.fork_kernels)
+        self._modules: dict[str, tuple[str, ...]] = {}
+
+    def close(self) -> None:
+        self.zygotes.close()
+
+    def grade(self, job: Job) -> Outcome:
+        """Autograde and write feedback for one submission; never raises (a failure is the outcome's status)."""
+        started = time.perf_counter()
+        outcome = Outcome(job.student, job.assignment, worker=self.index)
+        log_path = Path(self.settings.course) / "logs" / job.assignment / f"{job.student}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = _job_logger(log_path)
+        try:
+            self._grade(job, outcome, started)
+        except Exception as error:  # noqa: BLE001 - one submission's failure must not stop the class
+            outcome.status = Status.FAILED
+            outcome.notes.append(f"grading failed: {type(error).__name__}: {str(error)[:300]}")
+            logging.getLogger("traitlets").error(traceback.format_exc())
+        finally:
+            logging.getLogger("traitlets").removeHandler(handler)
+            handler.close()
+            outcome.seconds = time.perf_counter() - started
+        return outcome
+
+    def _grade(self, job: Job, outcome: Outcome, started: float) -> None:
+        def phase(name: str) -> None:
+            outcome.phases[name] = time.perf_counter() - started - sum(outcome.phases.values())
+
+        course = self._private_course(job)
+        submitted = course / "submitted" / job.student / job.assignment
         sources = {path.name: nbformat.read(path, as_version=4)
                    for path in sorted((course / "source" / job.assignment).glob("*.ipynb"))}
-        intake = prepare_submission(course / "submitted" / job.student / job.assignment, sources)
+        intake = prepare_submission(submitted, sources)
         outcome.notes += intake.notes
-        if not any((course / "submitted" / job.student / job.assignment / name).exists() for name in sources):
+        outcome.remarks += getattr(intake, "remarks", [])
+        if not any((submitted / name).exists() for name in sources):
             outcome.payload = zero_payload(course / "gradebook.db", job)
-            outcome.status = "flagged"
-            return outcome
-        home, environment = _kernel_home(private, worker, settings)
-        kernel_outcome = private / "kernel-outcome.json"
-        policy = SandboxPolicy(home=str(home), uid=uid, environment=environment,
-                               hidden_paths=_hidden_paths(settings, private), report=str(private / "isolation-gaps.txt"),
-                               disk_limit_bytes=settings.limits.disk_mb * 2**20, outcome=str(kernel_outcome))
-        policy.save(private / "policy.json")
-        os.environ[POLICY_VARIABLE] = str(private / "policy.json")
-        config = _nbgrader_config(settings, course, home, job)
+            outcome.status = Status.FLAGGED
+            return
+        home = self._kernel_home()
+        kernel_outcome = self.private / "kernel-outcome.json"
+        report = ExecutionReport()
+        config = self._nbgrader_config(course, home, job, report, sources)
         coursedir = CourseDirectory(config=config)
-        outcome.phases["prepare"] = time.perf_counter() - started
-        with KernelWatchdog(settings.limits.memory_mb * 2**20, settings.limits.time_limit, uid=uid) as watchdog:
-            execution.set_interruption_source(lambda: watchdog.verdict or read_outcome(kernel_outcome).get("verdict"))
-            execution.reset_statistics()
+        phase("prepare")
+        forked = self.zygotes.kernels_forked
+        with KernelWatchdog(self.settings.limits.memory_mb * 2**20, self.settings.limits.time_limit, uid=self.uid,
+                            spare=self.zygotes.pids) as watchdog:
+            config.ResilientExecute.interruption_source = (
+                lambda: watchdog.verdict or read_outcome(kernel_outcome).get("verdict"))
             Autograde(coursedir=coursedir, config=config).start()
-        outcome.execution_seconds = execution.statistics()["cell_seconds"]
-        outcome.notes += execution.statistics()["problems"]
+        outcome.kernels_forked = self.zygotes.kernels_forked - forked
+        outcome.execution_seconds = report.cell_seconds
+        outcome.kernel_start_seconds = report.first_answer_seconds or 0.0
+        outcome.notes += report.problems
         outcome.peak_memory_mb = watchdog.peak_bytes / 2**20
         outcome.peak_disk_mb = read_outcome(kernel_outcome).get("peak_disk_bytes", 0) / 2**20
         if watchdog.leftover_processes:
             outcome.notes.append(f"{watchdog.leftover_processes} process(es) the notebook left running were killed.")
-        gaps = private / "isolation-gaps.txt"
+        gaps = self.private / "isolation-gaps.txt"
         outcome.isolation_gaps = gaps.read_text().splitlines() if gaps.exists() else []
-        outcome.phases["autograde"] = time.perf_counter() - started - outcome.phases["prepare"]
-        if settings.feedback:
+        phase("autograde")
+        if self.settings.feedback:
             GenerateFeedback(coursedir=coursedir, config=config).start()
-        outcome.phases["feedback"] = time.perf_counter() - started - sum(outcome.phases.values())
+        phase("feedback")
         outcome.payload = submission_payload(course / "gradebook.db", job)
-        _copy_results(course, settings, job)
-        outcome.phases["collect"] = time.perf_counter() - started - sum(outcome.phases.values())
+        self._copy_results(course, job)
+        phase("collect")
         if outcome.notes:
-            outcome.status = "flagged"
-    except Exception as error:  # noqa: BLE001 - one submission's failure must not stop the class
-        outcome.status = "failed"
-        outcome.notes.append(f"grading failed: {type(error).__name__}: {str(error)[:300]}")
-        logging.getLogger("traitlets").error(traceback.format_exc())
-    finally:
-        execution.set_interruption_source(lambda: None)
-        logging.getLogger("traitlets").removeHandler(handler)
-        handler.close()
-        outcome.seconds = time.perf_counter() - started
-    return outcome
+            outcome.status = Status.FLAGGED
+
+    def _private_course(self, job: Job) -> Path:
+        """A fresh nbgrader course with this submission only; folders the kernel must not read are root-only."""
+        settings, private = self.settings, self.private
+        # Emptied, not replaced: other kernels' views cover this very folder, and would see a new one.
+        private.mkdir(parents=True, exist_ok=True)
+        for entry in private.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        course = private / "course"
+        course.mkdir()
+        for folder in (private, course):
+            folder.chmod(0o711)
+        shutil.copy(Path(settings.course) / CONFIG_FILE, course / CONFIG_FILE)
+        shutil.copy(Path(settings.templates) / f"{job.assignment}.db", course / "gradebook.db")
+        (course / "gradebook.db").chmod(0o600)
+        shutil.copytree(Path(settings.course) / "source" / job.assignment, course / "source" / job.assignment)
+        (course / "source").chmod(0o700)
+        shutil.copytree(Path(settings.course) / "submitted" / job.student / job.assignment,
+                        course / "submitted" / job.student / job.assignment, symlinks=True)
+        (course / "submitted").chmod(0o700)
+        return course
+
+    def _kernel_home(self) -> Path:
+        """The kernel's private folder, with the font list matplotlib would otherwise rebuild (seconds, and a note
+        on stderr, which zeroes a test cell)."""
+        home = self.private / "home"
+        for sub in ("work", "tmp", ".matplotlib", ".cache", ".ipython"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        home.chmod(0o700)
+        import matplotlib
+
+        for fontlist in glob.glob(os.path.join(matplotlib.get_cachedir(), "fontlist-*.json")):
+            shutil.copy(fontlist, home / ".matplotlib")
+        return home
+
+    def _kernel_variables(self, home: Path) -> dict[str, str]:
+        """The variables that keep every cache and temporary file of the kernel inside its private folder."""
+        user = f"cml-grader-{self.index}"
+        return {
+            **GRADING_ENVIRONMENT,
+            "HOME": str(home), "USER": user, "LOGNAME": user, "TMPDIR": str(home / "tmp"),
+            "MPLCONFIGDIR": str(home / ".matplotlib"), "XDG_CACHE_HOME": str(home / ".cache"),
+            "IPYTHONDIR": str(home / ".ipython"),
+        }
+
+    def _hidden_paths(self) -> list[str]:
+        """Everything of the grader's the kernel must not see: the class's folders, the other workers' folders,
+        and this worker's private course (sources with hidden tests, the gradebook copy)."""
+        return [path for path in self.settings.hidden_paths if path != str(self.private)] + [
+            str(self.private / "course")]
+
+    def _preloaded(self, job: Job, sources: dict) -> tuple[str, ...]:
+        if job.assignment not in self._modules:
+            modules: list[str] = []
+            for source in sources.values():
+                modules += [name for name in preloadable_modules(source) if name not in modules]
+            self._modules[job.assignment] = tuple(modules)
+        return self._modules[job.assignment]
+
+    def _nbgrader_config(self, course: Path, home: Path, job: Job, report: ExecutionReport,
+                         sources: dict) -> Config:
+        settings = self.settings
+        config = PyFileConfigLoader(CONFIG_FILE, path=str(course)).load_config()
+        config.CourseDirectory.root = str(course)
+        config.CourseDirectory.db_url = f"sqlite:///{course}/gradebook.db"
+        config.CourseDirectory.assignment_id = job.assignment
+        config.CourseDirectory.student_id = job.student
+        config.Autograde.autograde_preprocessors = [
+            ResilientExecute, CheckVerdicts, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+            AssignLatePenalties, CheckCellMetadata, SanitizeNotebook,  # last: the grades are saved, then made inert
+        ]
+        limits = settings.limits
+        execute = config.ResilientExecute
+        execute.timeout = limits.cell_timeout
+        execute.max_output_bytes = limits.max_output_bytes
+        execute.working_directory = str(home / "work")
+        execute.report = config.CheckVerdicts.report = report
+        execute.stop_after = list(job.stop_after)
+        execute.kernel_manager_class = GradingKernelManager
+        self.zygotes.use_modules(self._preloaded(job, sources))
+        execute.zygotes = self.zygotes
+        variables = {}
+        if settings.grading_seed is not None:
+            variables[SEED_VARIABLE] = str(settings.grading_seed)
+            reference = Path(settings.templates) / f"{job.assignment}.reference.json"
+            if reference.exists():
+                execute.check_log = str(home / "checks.jsonl")
+                config.CheckVerdicts.reference_file = str(reference)
+        if settings.sandbox:
+            policy = SandboxPolicy(home=str(home), uid=self.uid, environment=self._kernel_variables(home),
+                                   hidden_paths=self._hidden_paths(), report=str(self.private / "isolation-gaps.txt"),
+                                   disk_limit_bytes=limits.disk_mb * 2**20,
+                                   outcome=str(self.private / "kernel-outcome.json"))
+            policy.save(self.private / "policy.json")
+            variables[POLICY_VARIABLE] = str(self.private / "policy.json")
+            execute.kernel_name = KERNEL_NAME
+            # Unix sockets instead of TCP: they work from the kernel's empty network namespace. The kernel makes them
+            # in its own file system; the connection file is the grader's, outside it.
+            config.KernelManager.transport = "ipc"
+            config.KernelManager.ip = str(home / "kernel")
+            config.KernelManager.connection_file = str(self.private / "kernel.json")
+        else:
+            variables.update(self._kernel_variables(home))
+        execute.extra_environment = variables
+        return config
+
+    def _copy_results(self, course: Path, job: Job) -> None:
+        for stage in ("autograded", "feedback"):
+            source = course / stage / job.student / job.assignment
+            target = Path(self.settings.course) / stage / job.student / job.assignment
+            if target.exists():
+                shutil.rmtree(target)
+            if source.is_dir():
+                shutil.copytree(source, target, symlinks=True)

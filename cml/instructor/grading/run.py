@@ -1,62 +1,72 @@
 """Grade a whole class with nbgrader, in parallel, safely: ``cml-course grade``.
 
-The parent prepares one nbgrader course folder (the *workdir*: config, ``source/``, the class
-gradebook, ``submitted/``), runs ``nbgrader generate_assignment`` once per assignment, and hands the
-submissions one at a time to N worker processes (:mod:`cml.instructor.grading.engine`). Each worker grades in
-a private copy of the course and returns the grades; the parent alone writes them into the class
-gradebook (:mod:`cml.instructor.grading.gradebook`), collects ``autograded/``, ``feedback/`` and the logs, and
-writes a CSV and a JSON report of the run. nbgrader stays the source of truth: the formgrader, export
-and feedback commands work on the workdir as on any nbgrader course.
-
-A worker that dies or hangs costs only the submission it held (reported as ``failed``); a new worker
-takes its place.
+The parent prepares one nbgrader course folder (the *workdir*: config, ``source/``, the class gradebook,
+``submitted/``), runs ``nbgrader generate_assignment`` once per assignment (and, with verdicts, the reference run
+of the solution with a seed drawn now: :mod:`cml.instructor.grading.reference`), and hands the submissions one at a
+time to the workers of a pool (:mod:`cml.instructor.grading.pools`), each of which grades with the one engine
+(:mod:`cml.instructor.grading.engine`). The parent alone writes the grades into the class gradebook
+(:mod:`cml.instructor.grading.gradebook`), collects ``autograded/``, ``feedback/`` and the logs, and writes a CSV
+and a JSON report of the run. nbgrader stays the source of truth: the formgrader, export and feedback commands work
+on the workdir as on any nbgrader course.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 import os
 import queue
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import warnings
-from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection, wait
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import psutil
 from nbgrader.api import Gradebook
-from sqlalchemy.exc import SAWarning
 from tqdm.auto import tqdm
 
 import cml
-from cml.instructor.grading.baseline import prepare_workdir
-from cml.instructor.grading.gradebook import add_assignments, merge_submission, use_database
-from cml.instructor.grading.grader import GRADING_ENVIRONMENT
+from cml.instructor.authoring.release import CONFIG_FILE, nbgrader_environment, run_nbgrader
 from cml.instructor.course import Course
-from cml.instructor.authoring.release import nbgrader_environment, run_nbgrader
+from cml.instructor.defaults import CELL_TIMEOUT_SECONDS, GRADING_ENVIRONMENT
+from cml.instructor.grading.gradebook import add_assignments, merge_submission, use_database
+from cml.instructor.grading.model import Job, Limits, Outcome, Status, WorkerSettings
+from cml.instructor.grading.pools import LocalPool, WorkerPool, failed
+from cml.instructor.grading.reference import draw_seed, record_reference
 from cml.instructor.isolation.sandbox import write_kernelspec
-from cml.instructor.preprocessors.verdicts import draw_seed, record_reference
-from cml.instructor.isolation.watchdog import become_subreaper, kill_processes
-from cml.instructor.grading.engine import Job, Limits, Outcome, WorkerSettings, grade_submission
+from cml.instructor.isolation.users import LOCAL_UID_BASE, unprivileged_user_works
 
-__all__ = ["SANDBOX_UID_BASE", "GradingRun", "copy_submissions", "default_workers", "format_outcomes", "grade_class",
-           "prepare_grading_process"]
+__all__ = ["GradingOptions", "GradingRun", "copy_submissions", "default_workers", "format_outcomes", "grade_class",
+           "prepare_workdir"]
 
-SANDBOX_UID_BASE = 64200
-"""Worker ``i`` runs its kernels as user id ``SANDBOX_UID_BASE + i`` when grading as root."""
-_GRACE_SECONDS = 120
-"""How long past a submission's time limit its worker may take before the parent kills it."""
+
+@dataclass(frozen=True)
+class GradingOptions:
+    """How to grade a class (see ``cml-course grade --help``)."""
+
+    workers: int | None = None
+    """Grading processes; None: one per usable core."""
+    limits: Limits = Limits()
+    sandbox: bool = True
+    feedback: bool = True
+    progress: bool = True
+    verdicts: bool = True
+    """Judge every grade cell again outside the kernel against a reference run with a seed drawn now."""
+    fork_kernels: bool = True
+    """Fork kernels from a zygote that has loaded the assignment's libraries (False: fresh kernels)."""
+    cluster: str | None = None
+    """Grade on Dask workers: ``"local"`` for a local cluster of ``workers`` processes, else a scheduler's address."""
+    db_url: str | None = None
+    """The class gradebook in this database (an SQLAlchemy URL) instead of ``workdir/gradebook.db``."""
+    stop_after: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    """``(student, assignment)``: grade ids after which that submission stops (see :class:`~.model.Job`)."""
+    restart_budget: int | None = None
+    """How many dead or overrunning workers a pool replaces in this run; None: the pool's default."""
 
 
 @dataclass
@@ -116,11 +126,11 @@ def copy_submissions(submissions: Path, target: Path) -> list[str]:
     return notes
 
 
-def _plan(workdir: Path, assignments: list[str]) -> list[Job]:
+def _plan(workdir: Path, assignments: list[str], stop_after: Mapping[tuple[str, str], tuple[str, ...]]) -> list[Job]:
     submitted = workdir / "submitted"
     students = sorted(p.name for p in submitted.iterdir() if p.is_dir()) if submitted.is_dir() else []
-    return [Job(student, assignment) for assignment in assignments for student in students
-            if (submitted / student / assignment).is_dir()]
+    return [Job(student, assignment, tuple(stop_after.get((student, assignment), ())))
+            for assignment in assignments for student in students if (submitted / student / assignment).is_dir()]
 
 
 def _course_folders_to_hide(course: Course) -> list[Path]:
@@ -131,133 +141,15 @@ def _course_folders_to_hide(course: Course) -> list[Path]:
             if entry.is_dir() and not any(entry == path or entry in path.parents for path in needed)]
 
 
-def _unprivileged_user_works(uid: int) -> bool:
-    """Can a process running as ``uid`` import the kernel and the course package (is the environment readable)?"""
-    try:
-        probe = subprocess.run([sys.executable, "-c", "import ipykernel, cml"], user=uid, group=uid, extra_groups=[],
-                               cwd="/", capture_output=True, timeout=120, check=False)
-    except OSError:  # the interpreter itself is out of reach (a Python installed under /root, say)
-        return False
-    return probe.returncode == 0
-
-
-def prepare_grading_process(kernelspecs: str) -> None:
-    """Once in every process that runs :func:`~cml.instructor.grading.engine.grade_submission` (a local worker, a Dask
-    worker): adopt the kernels' orphans, find the sandbox kernelspec in ``kernelspecs``, set the kernels'
-    environment."""
-    become_subreaper()
-    # nbgrader's autograde makes SQLAlchemy warn about autoflush on every new submission; it is harmless.
-    warnings.filterwarnings("ignore", category=SAWarning)
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [kernelspecs, os.environ.get("JUPYTER_PATH")]))
-    os.environ.update(GRADING_ENVIRONMENT)
-
-
-def _serve(index: int, connection: Connection, settings: WorkerSettings) -> None:
-    """A worker process: grade the jobs the parent sends until it sends ``None``."""
-    prepare_grading_process(settings.kernelspecs)
-    while True:
-        job = connection.recv()
-        if job is None:
-            return
-        connection.send(grade_submission(job, settings, index))
-
-
-@dataclass
-class _Slot:
-    index: int
-    process: multiprocessing.process.BaseProcess
-    connection: Connection
-    job: Job | None = None
-    started: float = 0.0
-
-
-def _take_jobs(feed: queue.Queue, pending: deque[Job], on_outcome: Callable[[Outcome], None], busy: bool) -> bool:
-    """Move the jobs that have arrived on ``feed`` to ``pending`` (ready outcomes go straight to ``on_outcome``),
-    waiting a little for some when there is nothing else to do; True once the feed has ended (``None``)."""
-    while True:
-        try:
-            batch = feed.get(timeout=0.2) if not pending and not busy else feed.get_nowait()
-        except queue.Empty:
-            return False
-        if batch is None:
-            return True
-        for item in batch:
-            on_outcome(item) if isinstance(item, Outcome) else pending.append(item)
-
-
-class _WorkerPool:
-    def __init__(self, size: int, settings: WorkerSettings) -> None:
-        self.settings = settings
-        self.context = multiprocessing.get_context("spawn")
-        self.slots = [self._start(index) for index in range(size)]
-
-    def _start(self, index: int) -> _Slot:
-        ours, theirs = self.context.Pipe()
-        process = self.context.Process(target=_serve, args=(index, theirs, self.settings), daemon=True,
-                                       name=f"cml-grader-{index}")
-        process.start()
-        theirs.close()
-        return _Slot(index, process, ours)
-
-    def _replace(self, slot: _Slot) -> None:
-        _kill_tree(slot.process.pid)
-        slot.process.join(timeout=5)
-        self.slots[slot.index] = self._start(slot.index)
-
-    def run(self, feed: queue.Queue, on_outcome: Callable[[Outcome], None]) -> None:
-        """Grade the jobs that arrive on ``feed`` (lists of jobs or of ready outcomes, then ``None``) and pass
-        on each outcome."""
-        pending: deque[Job] = deque()
-        fed = False
-        deadline = self.settings.limits.time_limit + _GRACE_SECONDS
-        while not fed or pending or any(slot.job for slot in self.slots):
-            fed = fed or _take_jobs(feed, pending, on_outcome, busy=any(slot.job for slot in self.slots))
-            for slot in self.slots:
-                if slot.job is None and pending:
-                    slot.job, slot.started = pending.popleft(), time.monotonic()
-                    slot.connection.send(slot.job)
-            busy = [slot for slot in self.slots if slot.job]
-            if not busy:
-                continue
-            wait([s.connection for s in busy] + [s.process.sentinel for s in busy], timeout=0.5)
-            for slot in busy:
-                outcome = None
-                if slot.connection.poll():
-                    try:
-                        outcome = slot.connection.recv()
-                    except (EOFError, OSError):
-                        outcome = None
-                if outcome is None and slot.process.is_alive() and time.monotonic() - slot.started < deadline:
-                    continue
-                if outcome is None:
-                    why = ("its grading worker did not finish within the time limit and was killed"
-                           if slot.process.is_alive() else
-                           f"its grading worker died (exit code {slot.process.exitcode})")
-                    outcome = Outcome(slot.job.student, slot.job.assignment, status="failed", notes=[why],
-                                      seconds=time.monotonic() - slot.started, worker=slot.index)
-                    self._replace(slot)
-                    slot = self.slots[slot.index]
-                slot.job = None
-                on_outcome(outcome)
-
-    def close(self) -> None:
-        for slot in self.slots:
-            try:
-                slot.connection.send(None)
-            except OSError:
-                pass
-        for slot in self.slots:
-            slot.process.join(timeout=10)
-            if slot.process.is_alive():
-                _kill_tree(slot.process.pid)
-
-
-def _kill_tree(pid: int) -> None:
-    try:
-        root = psutil.Process(pid)
-        kill_processes(root.children(recursive=True) + [root])
-    except psutil.Error:
-        return
+def prepare_workdir(course: Course, workdir: Path, assignments: list[str]) -> None:
+    """A fresh nbgrader course directory with the config and the source of ``assignments``."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    (workdir / "source").mkdir(parents=True)
+    shutil.copy(course.root / CONFIG_FILE, workdir / CONFIG_FILE)
+    for assignment in assignments:
+        shutil.copytree(course.source / assignment, workdir / "source" / assignment,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
 
 
 class _GradebookWriter:
@@ -287,7 +179,7 @@ class _GradebookWriter:
         with Gradebook(self.db_url or f"sqlite:///{self.database}") as gradebook:
             for outcome in self.waiting:
                 merge_submission(gradebook, outcome.student, outcome.assignment, outcome.payload,
-                                 flagged=outcome.status != "graded")
+                                 flagged=outcome.status != Status.GRADED)
         self.waiting.clear()
 
     def publish(self) -> None:
@@ -319,16 +211,16 @@ def _record_reference(workdir: Path, assignment: str, seed: int, templates: Path
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     (templates / f"{assignment}.reference.json").write_text(json.dumps(reference))
-    failed = sorted(grade_id for cells in reference["notebooks"].values()
-                    for grade_id, cell in cells.items() if cell["failed"])
-    if not failed:
+    failing = sorted(grade_id for cells in reference["notebooks"].values()
+                     for grade_id, cell in cells.items() if cell["failed"])
+    if not failing:
         return []
-    return [f"{assignment}: the solution fails {', '.join(failed)} with seed {seed}; those cells keep the kernel's verdict"]
+    return [f"{assignment}: the solution fails {', '.join(failing)} with seed {seed}; those cells keep the kernel's verdict"]
 
 
 def _generate_assignments(workdir: Path, assignments: list[str], templates: Path, jobs: list[Job],
                           feed: queue.Queue, writer: _GradebookWriter, seed: int | None = None,
-                          timeout: int = 120, reference_problems: list[str] | None = None) -> None:
+                          timeout: int = CELL_TIMEOUT_SECONDS, reference_problems: list[str] | None = None) -> None:
     """``nbgrader generate_assignment`` for each assignment, feeding its jobs to the pool once it is done
     (or their failed outcomes, if it fails). With a grading ``seed``, the solution's reference run comes
     first (:func:`_record_reference`)."""
@@ -341,7 +233,7 @@ def _generate_assignments(workdir: Path, assignments: list[str], templates: Path
                              workdir, log=workdir / "grading.log")
             except RuntimeError as error:
                 why = f"nbgrader generate_assignment failed: {str(error).splitlines()[0]}"
-                feed.put([Outcome(job.student, job.assignment, status="failed", notes=[why]) for job in mine])
+                feed.put([failed(job, why) for job in mine])
                 continue
             shutil.copy(building, templates / f"{assignment}.db")
             (templates / f"{assignment}.db").chmod(0o600)
@@ -387,109 +279,107 @@ def _write_reports(run_dir: Path, outcomes: list[Outcome], summary: dict) -> tup
     return csv_path, json_path
 
 
-def grade_class(
-    course: Course,
-    submissions: Path,
-    workdir: Path,
-    assignments: list[str] | None = None,
-    *,
-    workers: int | None = None,
-    limits: Limits | None = None,
-    sandbox: bool = True,
-    feedback: bool = True,
-    progress: bool = True,
-    verdicts: bool = True,
-    cluster: str | None = None,
-    db_url: str | None = None,
-) -> GradingRun:
+def _settings(course: Course, workdir: Path, submissions: Path, scratch: Path, options: GradingOptions, workers: int,
+              seed: int | None, run_notes: list[str]) -> WorkerSettings:
+    """What every grading process needs: folders, limits, isolation, the seed."""
+    templates = scratch / "template"
+    templates.mkdir(mode=0o700)
+    # Made now, so that each kernel's view of the file system can cover the other workers' folders.
+    worker_dirs = [scratch / f"worker-{index}" for index in range(workers)]
+    for folder in worker_dirs:
+        folder.mkdir(mode=0o711)
+    # Dask workers choose their kernels' user themselves.
+    uid_base = LOCAL_UID_BASE if options.sandbox and os.geteuid() == 0 and options.cluster is None else None
+    if uid_base is not None and not unprivileged_user_works(uid_base):
+        run_notes.append("kernels run as the grader's user: an unprivileged user cannot read the Python environment")
+        uid_base = None
+    hidden = [workdir, submissions.resolve(), *_course_folders_to_hide(course), templates, *worker_dirs]
+    return WorkerSettings(course=str(workdir), templates=str(templates), scratch=str(scratch),
+                          kernelspecs=str(write_kernelspec(scratch / "jupyter")), limits=options.limits,
+                          sandbox=options.sandbox, uid_base=uid_base, feedback=options.feedback, grading_seed=seed,
+                          fork_kernels=options.fork_kernels,
+                          hidden_paths=tuple(str(path) for path in hidden if options.sandbox and path.is_dir()))
+
+
+def _pool(options: GradingOptions, workers: int, settings: WorkerSettings) -> WorkerPool:
+    if options.cluster is None:
+        return LocalPool(workers, settings, options.restart_budget)
+    from cml.instructor.grading.cluster import DaskPool  # distributed is imported only when a cluster is used
+
+    return DaskPool(None if options.cluster == "local" else options.cluster, workers, settings, options.restart_budget)
+
+
+def _grade_jobs(workdir: Path, assignments: list[str], jobs: list[Job], settings: WorkerSettings,
+                options: GradingOptions, workers: int, run_notes: list[str]) -> tuple[list[Outcome], list[str]]:
+    """Generate the assignments (and reference runs) in a thread while the pool grades what is ready; returns the
+    outcomes and the problems of the reference runs (also added to ``run_notes``)."""
+    templates = Path(settings.templates)
+    writer = _GradebookWriter(workdir / "gradebook.db", templates / "building.db", options.db_url, assignments)
+    bar = tqdm(total=len(jobs), unit="submission", disable=not options.progress, dynamic_ncols=True)
+    feed: queue.Queue = queue.Queue()
+    outcomes: list[Outcome] = []
+    reference_problems: list[str] = []
+
+    def record(outcome: Outcome) -> None:
+        writer.merge(outcome)
+        outcomes.append(outcome)
+        bar.set_postfix_str(f"{outcome.student}/{outcome.assignment}: {outcome.status}", refresh=False)
+        bar.update()
+
+    # Workers start (and import nbgrader) while the assignments are generated; each assignment's submissions are
+    # handed out as soon as it is ready.
+    pool = _pool(options, workers, settings)
+    run_notes += [pool.description] if pool.description else []
+    generator = threading.Thread(target=_generate_assignments, daemon=True,
+                                 args=(workdir, assignments, templates, jobs, feed, writer, settings.grading_seed,
+                                       options.limits.cell_timeout, reference_problems))
+    generator.start()
+    try:
+        pool.run(feed, record)
+    finally:
+        pool.close()
+        bar.close()
+    generator.join()
+    run_notes += reference_problems
+    writer.flush()
+    run_notes += [writer.problem] if writer.problem else []
+    return outcomes, reference_problems
+
+
+def grade_class(course: Course, submissions: Path, workdir: Path, assignments: list[str] | None = None,
+                options: GradingOptions | None = None, **overrides: object) -> GradingRun:
     """Autograde every submission in ``submissions/<student>/<assignment>/`` into the nbgrader course ``workdir``.
 
-    ``cluster``: grade on Dask workers instead of local processes, ``"local"`` for a cluster of ``workers``
-    processes on this machine, else a scheduler's address (:mod:`cml.instructor.grading.cluster`). ``db_url``: the class
-    gradebook is that database (an SQLAlchemy URL, e.g. ``postgresql://grader@dbhost/grades``) instead of
-    ``workdir/gradebook.db``.
-
-    With ``verdicts`` (the default), every grade cell is also judged outside the kernel against a run of the
-    solution with a seed drawn now (:mod:`cml.instructor.preprocessors.verdicts`).
+    ``options`` (with any of its fields given as keywords in ``overrides``) say how: see :class:`GradingOptions`.
     """
+    options = replace(options or GradingOptions(), **overrides)
     started = time.perf_counter()
-    limits = limits or Limits()
     os.environ.update(nbgrader_environment())  # the workers inherit it
     assignments = assignments or course.assignments()
-    workers = max(1, workers or default_workers())
     prepare_workdir(course, workdir, assignments)
     workdir.chmod(0o700)
-    if db_url:
-        use_database(workdir, db_url)
+    if options.db_url:
+        use_database(workdir, options.db_url)
     run_notes = copy_submissions(submissions, workdir / "submitted")
-    if sandbox and not sys.platform.startswith("linux"):
+    if options.sandbox and not sys.platform.startswith("linux"):
         run_notes.append(f"no sandbox: kernels are isolated on Linux only, not on {sys.platform}")
-        sandbox = False
-    jobs = _plan(workdir, assignments)
-    workers = min(workers, max(1, len(jobs)))
-    seed = draw_seed() if verdicts else None
-    reference_problems: list[str] = []
+        options = replace(options, sandbox=False)
+    jobs = _plan(workdir, assignments, options.stop_after)
+    workers = min(max(1, options.workers or default_workers()), max(1, len(jobs)))
+    seed = draw_seed() if options.verdicts else None
     scratch = Path(tempfile.mkdtemp(prefix="cml-grade-"))
     scratch.chmod(0o711)
-    outcomes: list[Outcome] = []
     try:
-        templates = scratch / "template"
-        templates.mkdir(mode=0o700)
-        # Made now, so that each kernel's view of the file system can cover the other workers' folders.
-        worker_dirs = [scratch / f"worker-{index}" for index in range(workers)]
-        for folder in worker_dirs:
-            folder.mkdir(mode=0o711)
-        # Dask workers choose their kernels' user themselves.
-        uid_base = SANDBOX_UID_BASE if sandbox and os.geteuid() == 0 and cluster is None else None
-        if uid_base is not None and not _unprivileged_user_works(uid_base):
-            run_notes.append("kernels run as the grader's user: an unprivileged user cannot read the Python "
-                              "environment")
-            uid_base = None
-        hidden = [workdir, submissions.resolve(), *_course_folders_to_hide(course), templates, *worker_dirs]
-        settings = WorkerSettings(course=str(workdir), templates=str(templates), scratch=str(scratch),
-                                  kernelspecs=str(write_kernelspec(scratch / "jupyter")), limits=limits,
-                                  sandbox=sandbox, uid_base=uid_base, feedback=feedback, grading_seed=seed,
-                                  hidden_paths=tuple(str(path) for path in hidden if sandbox and path.is_dir()))
-        bar = tqdm(total=len(jobs), unit="submission", disable=not progress, dynamic_ncols=True)
-        writer = _GradebookWriter(workdir / "gradebook.db", templates / "building.db", db_url, assignments)
-        feed: queue.Queue = queue.Queue()
-
-        def record(outcome: Outcome) -> None:
-            writer.merge(outcome)
-            outcomes.append(outcome)
-            bar.set_postfix_str(f"{outcome.student}/{outcome.assignment}: {outcome.status}", refresh=False)
-            bar.update()
-
-        # Workers start (and import nbgrader) while the assignments are generated; each assignment's
-        # submissions are handed out as soon as it is ready.
-        if cluster is None:
-            pool = _WorkerPool(workers, settings)
-        else:
-            from cml.instructor.grading.cluster import DaskPool  # not at the top: it imports this module
-
-            pool = DaskPool(None if cluster == "local" else cluster, workers, settings)
-            run_notes.append(pool.description)
-        generator = threading.Thread(target=_generate_assignments, daemon=True,
-                                     args=(workdir, assignments, templates, jobs, feed, writer, seed,
-                                           limits.cell_timeout, reference_problems))
-        generator.start()
-        try:
-            pool.run(feed, record)
-        finally:
-            pool.close()
-            bar.close()
-        generator.join()
-        run_notes += reference_problems
-        writer.flush()
-        run_notes += [writer.problem] if writer.problem else []
+        settings = _settings(course, workdir, submissions, scratch, options, workers, seed, run_notes)
+        outcomes, reference_problems = _grade_jobs(workdir, assignments, jobs, settings, options, workers, run_notes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     outcomes.sort(key=lambda o: (o.assignment, o.student))
     seconds = time.perf_counter() - started
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    summary = {"started": stamp, "seconds": round(seconds, 2), "workers": workers, "limits": asdict(limits),
-               "sandbox": sandbox, "unprivileged_user": uid_base is not None, "grading_seed": seed,
-               "run_notes": run_notes,
+    summary = {"started": stamp, "seconds": round(seconds, 2), "workers": workers, "limits": asdict(options.limits),
+               "sandbox": options.sandbox, "unprivileged_user": settings.uid_base is not None, "grading_seed": seed,
+               "fork_kernels": options.fork_kernels, "run_notes": run_notes,
                "submissions_per_minute": round(60 * len(outcomes) / seconds, 2) if seconds else 0.0}
     csv_path, json_path = _write_reports(workdir / "reports" / stamp, outcomes, summary)
     return GradingRun(outcomes, seconds, workers, csv_path, json_path, run_notes, seed, reference_problems)

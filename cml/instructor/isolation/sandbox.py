@@ -24,7 +24,7 @@ so the grading report can say which isolation was in effect.
   processes end. The launcher, left outside as a supervisor, stops the kernel when that file system is full
   and writes why to the policy's ``outcome`` file, with the most it held. The grader reaches the kernel's
   files (its sockets, its check log) through ``/proc/<launcher>/root``
-  (:class:`cml.instructor.preprocessors.execute.SandboxKernelManager`);
+  (:class:`cml.instructor.isolation.kernels.GradingKernelManager`);
 * no privileges: the user id ``uid`` when the grader runs as root and that user can run Python, else
   the grader's own user with every capability dropped (so it can neither undo the mounts nor write
   anywhere outside its folder).
@@ -47,7 +47,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
-__all__ = ["KERNEL_NAME", "POLICY_VARIABLE", "SandboxPolicy", "read_outcome", "write_kernelspec"]
+__all__ = ["KERNEL_NAME", "POLICY_VARIABLE", "SandboxPolicy", "enter", "kernel_environment", "read_outcome",
+           "write_kernelspec"]
 
 POLICY_VARIABLE = "CML_SANDBOX_POLICY"
 KERNEL_NAME = "cml-sandbox"
@@ -304,11 +305,15 @@ def _connection_file(command: list[str]) -> str | None:
     return command[command.index("-f") + 1] if "-f" in command[:-1] else None
 
 
-def main(argv: list[str]) -> None:
-    if "--" not in argv:
-        raise SystemExit("usage: python -m cml.instructor.isolation.sandbox -- KERNEL COMMAND...")
-    command = argv[argv.index("--") + 1:]
-    policy = SandboxPolicy.load(os.environ[POLICY_VARIABLE])
+def enter(policy_file: str, connection_file: str | None) -> dict[str, str]:
+    """Apply the policy saved in ``policy_file`` to this process; returns the kernel's environment.
+
+    Only the kernel's side returns: the supervisor left outside the namespaces ends inside (``os._exit``) when the
+    kernel does. Used by :func:`main`, which then ``exec``s the kernel, and by kernels forked from a zygote
+    (:mod:`cml.instructor.isolation.zygote`), which become the kernel without ``exec``: this process must run a
+    single thread (``unshare`` refuses others).
+    """
+    policy = SandboxPolicy.load(policy_file)
     gaps = []
     # Opened first: both lie where the kernel may not write (nor, once the file system is locked, the supervisor).
     report = open(policy.report or os.devnull, "w")
@@ -332,20 +337,33 @@ def main(argv: list[str]) -> None:
         if child:
             report.close()
             _supervise(child, watch, outcome)
-        outcome.close()  # the supervisor's alone (Python's descriptors close at exec anyway)
+        outcome.close()  # the supervisor's alone
         _check(_libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
         try:
             gaps += _lock_file_system(policy)
         except OSError as error:
             gaps.append(f"file-system isolation: {error}")
+    else:
+        outcome.close()
     if policy.disk_limit_bytes and not namespaces:
         gaps.append("disk limit: it needs the file-system namespace")
-    gap = _drop_privileges(policy, _connection_file(command))
+    gap = _drop_privileges(policy, connection_file)
     gaps += [gap] if gap else []
     report.write("".join(f"{line}\n" for line in gaps))
     report.close()
-    environment = {key: value for key, value in os.environ.items() if key != POLICY_VARIABLE}
-    environment.update(policy.environment)
+    return kernel_environment(dict(os.environ), policy)
+
+
+def kernel_environment(environment: dict[str, str], policy: SandboxPolicy) -> dict[str, str]:
+    """The environment a kernel started with ``environment`` gets inside the sandbox (what :func:`enter` returns)."""
+    return {**{key: value for key, value in environment.items() if key != POLICY_VARIABLE}, **policy.environment}
+
+
+def main(argv: list[str]) -> None:
+    if "--" not in argv:
+        raise SystemExit("usage: python -m cml.instructor.isolation.sandbox -- KERNEL COMMAND...")
+    command = argv[argv.index("--") + 1:]
+    environment = enter(os.environ[POLICY_VARIABLE], _connection_file(command))
     os.execve(command[0], command, environment)
 
 

@@ -13,10 +13,11 @@ import ctypes
 import os
 import threading
 import time
+from collections.abc import Callable, Collection
 
 import psutil
 
-__all__ = ["KernelWatchdog", "become_subreaper", "kill_descendants"]
+__all__ = ["KernelWatchdog", "become_subreaper", "descendants", "kill_descendants", "kill_processes"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -47,12 +48,16 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-def kill_descendants(uid: int | None = None) -> int:
-    """SIGKILL every process below this one (and, if given, every process of user ``uid``) and reap them.
+def descendants(spare: Collection[int] = ()) -> list[psutil.Process]:
+    """Every process below this one, but the processes ``spare`` (their own descendants included)."""
+    return [process for process in psutil.Process().children(recursive=True) if process.pid not in spare]
 
-    Returns how many were still running (zombies waiting to be reaped do not count).
+
+def kill_descendants(uid: int | None = None, spare: Collection[int] = ()) -> int:
+    """SIGKILL every process below this one but ``spare`` (and, if given, every process of user ``uid``) and reap
+    them. Returns how many were still running (zombies waiting to be reaped do not count).
     """
-    victims = psutil.Process().children(recursive=True)
+    victims = descendants(spare)
     if uid is not None and uid != os.getuid():
         victims += [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
     running = {process.pid for process in victims if _running(process)}
@@ -75,11 +80,14 @@ class KernelWatchdog:
     """Enforce a memory limit (summed over all descendants) and a wall-clock limit while in the ``with`` block.
 
     ``verdict`` says why the tree was killed (``None`` if it was not); ``peak_bytes`` is the largest
-    total resident memory seen.
+    total resident memory seen. ``spare`` names processes of the grader's own that are neither counted nor killed
+    (the kernels' zygote, which outlives submissions); the kernels it forks are.
     """
 
     def __init__(self, memory_limit_bytes: int | None, time_limit_seconds: float | None, *,
-                 uid: int | None = None, interval: float = 0.1) -> None:
+                 uid: int | None = None, interval: float = 0.1,
+                 spare: Callable[[], Collection[int]] = frozenset) -> None:
+        self.spare = spare
         self.memory_limit_bytes = memory_limit_bytes
         self.time_limit_seconds = time_limit_seconds
         self.uid = uid
@@ -98,7 +106,7 @@ class KernelWatchdog:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.leftover_processes = kill_descendants(self.uid)
+        self.leftover_processes = kill_descendants(self.uid, self.spare())
 
     def _resident_bytes(self, processes: list[psutil.Process]) -> int:
         total = 0
@@ -116,7 +124,7 @@ class KernelWatchdog:
         listed = 0.0
         while not self._stop.wait(self.interval):
             if time.monotonic() - listed >= 1.0:
-                processes, listed = psutil.Process().children(recursive=True), time.monotonic()
+                processes, listed = descendants(self.spare()), time.monotonic()
             used = self._resident_bytes(processes)
             self.peak_bytes = max(self.peak_bytes, used)
             if self.memory_limit_bytes is not None and used > self.memory_limit_bytes:
@@ -125,5 +133,5 @@ class KernelWatchdog:
             elif self.time_limit_seconds is not None and time.monotonic() - self._started > self.time_limit_seconds:
                 self.verdict = f"time limit exceeded: the submission ran longer than {self.time_limit_seconds:g} s"
             if self.verdict:
-                kill_descendants(self.uid)
+                kill_descendants(self.uid, self.spare())
                 return

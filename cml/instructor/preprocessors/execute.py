@@ -6,6 +6,10 @@ an error output that names the reason, and every later code cell a "not run" err
 own rule (a grade cell with an error scores zero) keeps the points of the cells graded before the crash
 and gives zero to the rest. It also caps the output one cell may produce, before it reaches memory,
 and collects the check log (:mod:`cml.check_log`) cell by cell, for verdicts given outside the kernel.
+
+What it learns goes into an :class:`ExecutionReport` the caller hands it through the configuration
+(``ResilientExecute.report``), as does the source of an outside verdict (``interruption_source``: the
+watchdog's, when it killed the kernel), so that no state passes through module globals.
 """
 
 from __future__ import annotations
@@ -16,61 +20,50 @@ import shutil
 import signal
 import stat
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.manager import AsyncKernelManager
 from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
-from traitlets import Dict, Integer, Unicode
+from traitlets import Any as AnyTrait
+from traitlets import Callable, Dict, Instance, Integer, List, Unicode
 
 from cml.check_log import LOG_VARIABLE
+from cml.instructor.course import cell_kind, grade_id
+from cml.instructor.defaults import MAX_OUTPUT_BYTES
 
-__all__ = [
-    "CHECK_RECORDS",
-    "KERNEL_STOPPED",
-    "NOT_RUN",
-    "ResilientExecute",
-    "SandboxKernelManager",
-    "reset_statistics",
-    "set_interruption_source",
-    "statistics",
-]
+__all__ = ["CHECK_RECORDS", "KERNEL_STOPPED", "NOT_RUN", "ExecutionReport", "ResilientExecute"]
 
 KERNEL_STOPPED = "KernelStopped"
 """``ename`` of the error given to the cell that was running when the kernel stopped."""
 NOT_RUN = "NotRun"
-"""``ename`` of the error given to the code cells after it."""
+"""``ename`` of the error given to the code cells after it (and after a ``stop_after`` cell)."""
 CHECK_RECORDS = "cml_check_records"
 """Key of ``resources`` under which the check log of each cell is left: ``{cell index: [record, ...]}``."""
 _MAX_LOG_BYTES_PER_CELL = 256 * 2**20
 
-_interruption_source: Callable[[], str | None] = lambda: None
-_statistics: dict = {"cell_seconds": 0.0, "problems": []}
+
+@dataclass
+class ExecutionReport:
+    """What the execution of one submission's notebooks came to, beyond the notebooks themselves."""
+
+    cell_seconds: float = 0.0
+    """Time spent running cells (the part of grading that plain execution would cost as well)."""
+    first_answer_seconds: float | None = None
+    """From asking for the first notebook's kernel to its first answer cell starting: the kernel's start and the
+    imports before the first answer."""
+    problems: list[str] = field(default_factory=list)
+    """Why the submission is flagged: execution that stopped early, interrupted cells, verdicts that disagree."""
+
+    def __deepcopy__(self, memo: dict) -> ExecutionReport:
+        return self  # shared, not copied, when traitlets loads it from a configuration
 
 
-def reset_statistics() -> None:
-    """Start counting anew (a grading worker does so for each submission)."""
-    _statistics.update(cell_seconds=0.0, problems=[])
-
-
-def report_problem(reason: str) -> None:
-    """Add a line to the reasons the submission is flagged (other grading steps report through here too)."""
-    _statistics["problems"].append(reason)
-
-
-def statistics() -> dict:
-    """Seconds spent running cells, and why execution stopped early (one line per notebook it did), since the reset."""
-    return {"cell_seconds": _statistics["cell_seconds"], "problems": list(_statistics["problems"])}
-
-
-def set_interruption_source(source: Callable[[], str | None]) -> None:
-    """Where to learn why the kernel was killed from outside (the watchdog's verdict), if it was."""
-    global _interruption_source
-    _interruption_source = source
+def _no_interruption() -> str | None:
+    return None
 
 
 def _output_size(msg: dict[str, Any]) -> int:
@@ -82,7 +75,7 @@ def _output_size(msg: dict[str, Any]) -> int:
 
 
 def _cell_name(cell: NotebookNode, index: int) -> str:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {index + 1}"
+    return grade_id(cell) or f"cell {index + 1}"
 
 
 def _exit_description(code: int | None) -> str:
@@ -98,31 +91,11 @@ def _exit_description(code: int | None) -> str:
     return f"the kernel exited with code {code} (os._exit, exit() or quit() in the notebook?)"
 
 
-class SandboxKernelManager(AsyncKernelManager):
-    """A kernel manager for kernels in a file system of their own (:mod:`cml.instructor.isolation.sandbox` with a disk limit).
-
-    Such a kernel makes its Unix sockets, and writes its check log, in a private folder that only its own mount
-    namespace shows; the grader reaches them through ``/proc/<launcher>/root``, the launcher's view of the
-    file system (``kernel_root``). Without that private file system the same path leads to the same files.
-    """
-
-    kernel_root = ""
-    """``/proc/<launcher>/root`` once the kernel is launched: prefix a path of the kernel's to reach it."""
-
-    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
-        await super()._async_launch_kernel(kernel_cmd, **kw)
-        pid = getattr(self.provisioner, "pid", None)
-        if pid:
-            self.kernel_root = f"/proc/{pid}/root"
-            if self.transport == "ipc":
-                self.ip = self.kernel_root + self.ip  # the connection file, written before, keeps the kernel's path
-
-
 class ResilientExecute(Execute):
     """Execute, keeping the results of the cells that ran when the kernel dies or is killed."""
 
     max_output_bytes = Integer(
-        2_000_000, help="Output a single cell may produce; more is dropped with a note (-1: no limit)."
+        MAX_OUTPUT_BYTES, help="Output a single cell may produce; more is dropped with a note (-1: no limit)."
     ).tag(config=True)
 
     working_directory = Unicode(
@@ -139,8 +112,25 @@ class ResilientExecute(Execute):
                  "resources['cml_check_records']. Empty: no log."
     ).tag(config=True)
 
+    report = Instance(ExecutionReport, args=(), help="Where the cell time and the problems of this execution go (an "
+                      "ExecutionReport the caller reads afterwards).").tag(config=True)
+
+    interruption_source = Callable(_no_interruption, help="Called when the kernel stops: why it was stopped from "
+                                   "outside (the watchdog's verdict), or None.").tag(config=True)
+
+    stop_after = List(Unicode(), help="Grade ids: no cell after the last of these in the notebook runs (each scores "
+                      "zero as not run). For the instructor's described submissions, which need not run the cells "
+                      "after the last one they must lose.").tag(config=True)
+
+    zygotes = AnyTrait(None, allow_none=True, help="Zygotes to fork kernels from (given to the kernel manager, "
+                       "a GradingKernelManager); None: every kernel starts afresh.").tag(config=True)
+
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple[NotebookNode, Any]:
         self._running_cell = -1
+        self._requested = time.perf_counter()
+        ids = [grade_id(cell) for cell in nb.cells]
+        stops = [index for index, identifier in enumerate(ids) if identifier and identifier in self.stop_after]
+        self._last_cell = stops[-1] if stops else len(nb.cells)
         self._output_bytes: dict[int, int] = {}
         self._exit_code: int | None = None
         self._log_offset = 0
@@ -156,22 +146,29 @@ class ResilientExecute(Execute):
         try:
             return super().preprocess(nb, resources, km)
         except Exception as error:  # noqa: BLE001 - whatever stopped the kernel, grade what ran
-            reason = _interruption_source() or self._describe(error, nb)
+            reason = self.interruption_source() or self._describe(error, nb)
             self._close_unfinished_cells(nb, reason)
-            _statistics["problems"].append(reason)
+            self.report.problems.append(reason)
             self.log.warning("Execution stopped in cell %d: %s", self._running_cell, reason)
             return nb, resources
 
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> tuple[NotebookNode, Any]:
+        if index > self._last_cell:
+            if cell.cell_type == "code":
+                cell.outputs = [new_output("error", ename=NOT_RUN, evalue="not run: grading stopped before this cell",
+                                           traceback=[f"{NOT_RUN}: grading stopped before this cell"])]
+            return cell, resources
         self._running_cell = index
         started = time.perf_counter()
+        if self.report.first_answer_seconds is None and cell_kind(cell) in ("solution", "manual"):
+            self.report.first_answer_seconds = started - self._requested
         try:
             return super().preprocess_cell(cell, resources, index)
         except Exception:
             self._exit_code = self._kernel_exit_code()
             raise
         finally:
-            _statistics["cell_seconds"] += time.perf_counter() - started
+            self.report.cell_seconds += time.perf_counter() - started
             if self.check_log and isinstance(resources, dict) and cell.cell_type == "code":
                 resources[CHECK_RECORDS][index] = self._read_check_log()
 
@@ -217,13 +214,20 @@ class ResilientExecute(Execute):
             return
         where = _cell_name(kwargs["cell"], kwargs["cell_index"])
         if reply.get("ename") == self.error_on_timeout.get("ename"):
-            _statistics["problems"].append(f"{where} ran longer than {self.timeout} s and was interrupted")
+            self.report.problems.append(f"{where} ran longer than {self.timeout} s and was interrupted")
         elif reply.get("ename") in ("SystemExit", "KeyboardInterrupt"):
-            _statistics["problems"].append(f"{where} raised {reply['ename']}: the rest of that cell did not run")
+            self.report.problems.append(f"{where} raised {reply['ename']}: the rest of that cell did not run")
 
     def _kernel_exit_code(self) -> int | None:
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
         return None if process is None else process.poll()
+
+    def create_kernel_manager(self) -> Any:
+        """The kernel manager nbclient would make, given this preprocessor's zygotes when it takes them."""
+        manager = super().create_kernel_manager()
+        if self.zygotes is not None and hasattr(manager, "zygotes"):
+            manager.zygotes = self.zygotes
+        return manager
 
     def _describe(self, error: Exception, nb: NotebookNode) -> str:
         if type(error).__name__ == "DeadKernelError":

@@ -10,29 +10,26 @@ puts it into ``GenerateFeedback.preprocessors``, so the formgrader's feedback us
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from cml.instructor.course import HIDDEN_MARKERS, cell_kind
+from cml.instructor.cells import HIDDEN_MARKERS, cell_kind, remove_regions
 
 __all__ = ["HIDDEN_PLACEHOLDER", "HideTestCode", "hide_test_code"]
 
 HIDDEN_PLACEHOLDER = "# (hidden tests: their code is not shown in feedback)"
 
-_HIDDEN_BLOCK = re.compile(
-    rf"^[ \t]*{re.escape(HIDDEN_MARKERS[0])}.*?(^[ \t]*{re.escape(HIDDEN_MARKERS[1])}[^\n]*|\Z)",
-    re.MULTILINE | re.DOTALL,
-)
-
 
 def hide_test_code(cell: NotebookNode) -> NotebookNode:
-    """Replace the hidden tests of a test cell by a placeholder and cut its error tracebacks to one line."""
+    """Replace the hidden tests of a test cell by a placeholder and cut its error tracebacks to one line.
+
+    A region left open is hidden to the end of the cell: the feedback never shows what nbgrader would hide.
+    """
     if cell.cell_type != "code" or cell_kind(cell) != "tests":
         return cell
-    cell.source = _HIDDEN_BLOCK.sub(HIDDEN_PLACEHOLDER, cell.source)
+    cell.source = remove_regions(cell.source, HIDDEN_MARKERS, HIDDEN_PLACEHOLDER, strict=False)
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
             output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]

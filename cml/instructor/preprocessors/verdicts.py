@@ -22,78 +22,32 @@ no oracle value outside the kernel, so only its pass/fail record is compared.
 from __future__ import annotations
 
 import json
-import secrets
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import numpy as np
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Unicode
-from traitlets.config import Config
+from traitlets import Instance, Unicode
 
 from cml import check_log, checks
-from cml.check_log import SEED_VARIABLE, UndecodableValue, decode, sampled_shape
-from cml.instructor.preprocessors.execute import CHECK_RECORDS, ResilientExecute, report_problem
+from cml.check_log import UndecodableValue, decode, sampled_shape
+from cml.instructor.preprocessors.execute import CHECK_RECORDS, ExecutionReport
 
-__all__ = ["VERDICT_MISMATCH", "CheckVerdicts", "draw_seed", "judge_cell", "record_reference"]
+__all__ = ["VERDICT_MISMATCH", "CheckVerdicts", "has_error", "judge_cell", "test_cell_id"]
 
 VERDICT_MISMATCH = "VerdictMismatch"
 """``ename`` of the error given to a grade cell that passed in the kernel but not in the grader."""
 
 
-def draw_seed() -> int:
-    """A grading seed no one can know before grading starts."""
-    return secrets.randbelow(2**31)
-
-
-def _grade_id(cell: NotebookNode) -> str | None:
+def test_cell_id(cell: NotebookNode) -> str | None:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return meta.get("grade_id") if meta.get("grade") and cell.cell_type == "code" else None
 
 
-def _has_error(cell: NotebookNode) -> bool:
+def has_error(cell: NotebookNode) -> bool:
     return any(output.get("output_type") == "error" for output in cell.get("outputs", []))
-
-
-def record_reference(source: Path, seed: int, scratch: Path, *, timeout: int = 120,
-                     environment: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run every notebook of the assignment folder ``source`` (the instructor's, with solutions) with ``seed``.
-
-    Returns ``{"seed": seed, "notebooks": {name: {grade_id: {"records": [...], "failed": bool}}}}``, the
-    check log of each grade cell, and whether the solution itself failed that cell (then nothing is judged
-    there). ``scratch`` is a folder to run in; ``environment`` adds kernel variables, as for the students.
-    """
-    notebooks: dict[str, dict] = {}
-    # Unix socket paths are limited to about 100 bytes: the kernel's sockets go to a short folder of their own.
-    sockets = Path(tempfile.mkdtemp(prefix="cml-ref-"))
-    try:
-        for path in sorted(source.glob("*.ipynb")):
-            notebooks[path.stem] = _reference_cells(path, source, seed, scratch, sockets / "k", timeout, environment)
-    finally:
-        shutil.rmtree(sockets, ignore_errors=True)
-    return {"seed": seed, "notebooks": notebooks}
-
-
-def _reference_cells(path: Path, source: Path, seed: int, scratch: Path, sockets: Path, timeout: int,
-                     environment: dict[str, str] | None) -> dict[str, dict]:
-    """The check log of each grade cell of the notebook at ``path``, run with ``seed`` (see :func:`record_reference`)."""
-    folder = scratch / path.stem
-    shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
-    config = Config()
-    config.KernelManager.transport = "ipc"  # as the students' kernels, and without TCP's warning on stderr
-    config.KernelManager.ip = str(sockets)
-    executor = ResilientExecute(config=config, timeout=timeout, check_log=str(scratch / f"{path.stem}.checks.jsonl"),
-                                extra_environment={**(environment or {}), SEED_VARIABLE: str(seed)})
-    resources: dict[str, Any] = {"metadata": {"path": str(folder)}}
-    notebook, resources = executor.preprocess(nbformat.read(path, as_version=4), resources)
-    logged = resources.get(CHECK_RECORDS, {})
-    return {grade_id: {"records": logged.get(index, []), "failed": _has_error(cell)}
-            for index, cell in enumerate(notebook.cells) if (grade_id := _grade_id(cell))}
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -182,6 +136,9 @@ class CheckVerdicts(NbGraderPreprocessor):
 
     reference_file = Unicode("", help="The JSON written from record_reference(); empty: do nothing.").tag(config=True)
 
+    report = Instance(ExecutionReport, args=(), help="Where disagreements are reported (the ExecutionReport given to "
+                      "ResilientExecute).").tag(config=True)
+
     def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         if not self.reference_file:
             return nb, resources
@@ -189,13 +146,13 @@ class CheckVerdicts(NbGraderPreprocessor):
         cells = reference["notebooks"].get(resources.get("unique_key", ""), {})
         logged = resources.get(CHECK_RECORDS, {})
         for index, cell in enumerate(nb.cells):
-            grade_id = _grade_id(cell)
-            if grade_id not in cells or cells[grade_id]["failed"] or _has_error(cell):
+            grade_id = test_cell_id(cell)
+            if grade_id not in cells or cells[grade_id]["failed"] or has_error(cell):
                 continue
             reason = judge_cell(cells[grade_id]["records"], logged.get(index, []))
             if reason is None:
                 continue
-            report_problem(f"{grade_id} passed in the notebook but not the grader's own check "
+            self.report.problems.append(f"{grade_id} passed in the notebook but not the grader's own check "
                            f"(likely tampering with the tests): {reason}")
             explanation = (f"{VERDICT_MISMATCH}: the tests in this cell passed inside the notebook, but the grader's "
                            f"own comparison, made outside the notebook, disagrees: {reason}. The cell scores zero "

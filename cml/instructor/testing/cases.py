@@ -5,49 +5,46 @@ Every assignment also gets two implicit cases: ``solution`` (must score full mar
 
     python -m cml.instructor.testing.cases 01_neuron [case ...] [--jobs N] [--full] [--more]
 
-The test suite grades the cases of ``tests/submissions/<assignment>/``; the further cases in its
-``more/`` sub-folder (other variants of mistakes the suite's cases already cover) run with ``--more``,
-which keeps the suite inside its time budget while every written case stays runnable.
+The cases are graded as a class whose students are the cases, by the one grading engine students are graded
+with (:func:`cml.instructor.grading.run.grade_class`): intake repairs, nbgrader's autograde with resilient
+execution in the sandbox, kernels forked from a zygote, and the verdicts given outside the kernel against a
+reference run with a fresh seed. So what a case proves about the hidden tests is what a student gets.
 
-A wrong answer's case stops after the last test cell in its ``lose`` list: the cells before its first
-changed cell are the solution's, and the cells after that one only repeat what the correct answers
-already prove, or lose as a consequence (its ``cascade`` list: whether they do is bookkeeping, not a
-test of the hidden tests). This roughly halves the suite's grading time. ``--full`` (or
-``CML_CASES_FULL=1``) runs every case to the end and checks every later test cell too: the
-``cascade`` cells must lose, the others keep their points. Correct answers, the solution and the
-blank release always run in full.
+The test suite grades the cases of ``tests/submissions/<assignment>/``; the further cases in its ``more/``
+sub-folder (other variants of mistakes the suite's cases already cover) run with ``--more``, which keeps the suite
+inside its time budget while every written case stays runnable.
 
-The kernels are forked from a process that has already imported the assignment's libraries (torch,
-jax, ...; see :mod:`cml.instructor.isolation.zygote`), which saves each case those seconds of loading;
-``CML_FORKED_KERNELS=off`` starts every kernel afresh.
+A wrong answer's case stops after the last test cell in its ``lose`` list: the cells before its first changed cell
+are the solution's, and the cells after that one only repeat what the correct answers already prove, or lose as a
+consequence (its ``cascade`` list: whether they do is bookkeeping, not a test of the hidden tests). This roughly
+halves the suite's grading time. ``--full`` (or ``CML_CASES_FULL=1``) runs every case to the end and checks every
+later test cell too: the ``cascade`` cells must lose, the others keep their points. Correct answers, the solution
+and the blank release always run in full.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import functools
 import os
 import sys
 import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 from nbformat import NotebookNode
 
-from cml.instructor.isolation.zygote import Zygote, forked_kernel_manager, preloadable_modules
-from cml.instructor.grading.grader import NotebookGrade, grade_notebook, kernel_environment
-from cml.instructor.course import Course, cell_kind, grade_id
 from cml.instructor.authoring.release import generate_release
+from cml.instructor.course import Course, cell_kind, grade_id
+from cml.instructor.grading.model import CellGrade, NotebookGrade, Outcome, Status
+from cml.instructor.grading.run import grade_class
 from cml.instructor.testing.submissions import Case, build_submission, load_cases
 
 MORE_CASES = "more"
 """Sub-folder of an assignment's cases that only ``--more`` grades (see the module docstring)."""
 
-__all__ = ["MORE_CASES", "CaseResult", "forked_kernels", "implicit_cases", "matching_example", "run_case", "run_cases",
-           "expectation_failures"]
+__all__ = ["MORE_CASES", "CaseResult", "expectation_failures", "implicit_cases", "matching_example", "error_summary", "run_case",
+           "run_cases"]
 
 
 @dataclass
@@ -57,6 +54,10 @@ class CaseResult:
     seconds: float
     stopped_after: str | None = None
     """The grade cell after which grading stopped (see the module docstring), or None for a full run."""
+    notes: list[str] = field(default_factory=list)
+    """What the grader flagged (an interrupted cell, a verdict given outside the kernel, a repair)."""
+    outcome: Outcome | None = None
+    """The grading engine's outcome for the case's submission."""
 
     @property
     def failures(self) -> list[str]:
@@ -107,54 +108,6 @@ def expectation_failures(case: Case, grade: NotebookGrade) -> list[str]:
     return failures
 
 
-def jax_cache_environment() -> dict[str, str]:
-    """Kernel variables that share JAX's compiled programs between the cases' kernels through a disk cache.
-
-    Every case recompiles the same small JAX programs; the persistent cache makes that a disk read
-    (about 2 s of the 01 and 02 notebooks). Only for the instructor's own described submissions: a
-    cache that kernels write is shared state, so grading real students never uses it.
-    ``CML_JAX_CACHE`` chooses the folder (default: ``~/.cache/cml/jax``); ``off`` disables it.
-    """
-    folder = os.environ.get("CML_JAX_CACHE", str(Path.home() / ".cache" / "cml" / "jax"))
-    if folder == "off":
-        return {}
-    return {
-        "JAX_COMPILATION_CACHE_DIR": folder,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
-
-
-_ZYGOTES: list[tuple[Zygote, type | None]] = []
-"""The kernel zygote in use in this process, with its kernel manager class (one at a time: cases come by assignment)."""
-
-
-def _close_zygotes() -> None:
-    for zygote, _ in _ZYGOTES:
-        zygote.close()
-    _ZYGOTES.clear()
-
-
-atexit.register(_close_zygotes)
-
-
-def forked_kernels(notebook: NotebookNode, environment: dict[str, str]) -> type | None:
-    """A kernel manager class whose kernels fork from a zygote that has loaded ``notebook``'s libraries, or None.
-
-    None (kernels start afresh) where ``CML_FORKED_KERNELS`` is ``off`` or ``0``, where there is no ``fork``,
-    and where the zygote cannot fork safely (see :mod:`cml.instructor.isolation.zygote`).
-    """
-    if os.environ.get("CML_FORKED_KERNELS", "") in ("off", "0") or not hasattr(os, "fork"):
-        return None
-    modules = preloadable_modules(notebook)
-    full_environment = kernel_environment(environment)
-    if not (_ZYGOTES and _ZYGOTES[0][0].modules == modules and _ZYGOTES[0][0].serves(full_environment)):
-        _close_zygotes()
-        zygote = Zygote(modules, full_environment)
-        _ZYGOTES.append((zygote, forked_kernel_manager(zygote) if zygote.usable else None))
-    return _ZYGOTES[0][1]
-
-
 def full_runs_requested() -> bool:
     """Whether ``CML_CASES_FULL`` asks for every case to run to the end."""
     return os.environ.get("CML_CASES_FULL", "") not in ("", "0")
@@ -172,54 +125,96 @@ def last_lost_cell(case: Case, notebook: NotebookNode) -> str | None:
     return lost[-1] if lost else None
 
 
-def run_case(case: Case, course_root: Path, release_root: Path, *, full: bool | None = None) -> CaseResult:
-    """Build and grade one case (every notebook of its assignment, merged into one result).
+def error_summary(cell: NotebookNode) -> str:
+    """A cell's first error or stderr output in one line (the last line of a stderr stream); empty if none."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"[:500]
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            text = output.get("text", "").strip().splitlines()
+            return ("wrote to stderr: " + (text[-1] if text else ""))[:500]
+    return ""
 
-    Unless ``full`` (default: :func:`full_runs_requested`), a wrong answer's notebook stops after
-    the last cell it must lose.
+
+def _case_grade(outcome: Outcome, sources: dict[str, NotebookNode], autograded: Path, stops: tuple[str, ...]
+                ) -> NotebookGrade:
+    """The grade cells of the case as the gradebook scored them, in notebook order, up to the cell it stopped after;
+    each lost cell with its error as the graded notebook shows it."""
+    scores = {(notebook["name"], grade["name"]): grade for notebook in outcome.payload.get("notebooks", [])
+              for grade in notebook["grades"]}
+    result = NotebookGrade(problem="; ".join(outcome.notes) if outcome.status == Status.FAILED else "")
+    for name, source in sources.items():
+        stem = Path(name).stem
+        graded_path = autograded / name
+        graded = {grade_id(cell): cell for cell in nbformat.read(graded_path, as_version=4).cells} \
+            if graded_path.exists() else {}
+        for cell in source.cells:
+            kind, identifier = cell_kind(cell), grade_id(cell)
+            if kind not in ("tests", "manual"):
+                continue
+            score = scores.get((stem, identifier), {})
+            points = score.get("auto_score") if kind == "tests" else None
+            error = error_summary(graded[identifier]) if kind == "tests" and not points and identifier in graded \
+                else ""
+            maximum = float(score.get("max_score", cell.metadata["nbgrader"].get("points", 0)))
+            result.cells.append(CellGrade(identifier, kind, float(points or 0) if kind == "tests" else None,
+                                          maximum, error))
+            if identifier in stops:
+                break
+    return result
+
+
+def run_cases(cases: list[Case], course_root: Path, jobs: int = 1, release_root: Path | None = None, *,
+              full: bool | None = None, **options: object) -> list[CaseResult]:
+    """Grade ``cases`` as one class with ``jobs`` grading workers, and return each case's result.
+
+    ``options`` go to :func:`~cml.instructor.grading.run.grade_class` (``limits``, ``fork_kernels``, ...).
+    Submissions are built from ``release_root``; by default from a release freshly generated from source. Unless
+    ``full`` (default: :func:`full_runs_requested`), a wrong answer's notebook stops after the last cell it must lose.
     """
     full = full_runs_requested() if full is None else full
     course = Course(course_root)
-    sources = {path.name: course.read(path) for path in course.notebooks(case.assignment)}
-    test_ids = {grade_id(cell) for source in sources.values() for cell in source.cells if cell_kind(cell) == "tests"}
-    unknown = sorted(set(case.cascade) - test_ids)
-    if unknown:
-        raise ValueError(f"case {case.name}: `cascade` names {unknown}, which are not test cells of {case.assignment}")
-    started = time.perf_counter()
-    total = NotebookGrade()
-    stopped_after = None
-    with tempfile.TemporaryDirectory(prefix=f"case-{case.name}-") as workdir:
-        for name, source in sources.items():
-            release = course.read(release_root / case.assignment / name)
-            submission = build_submission(case, source, release)
-            stop_after = None if full else last_lost_cell(case, source)
-            environment = jax_cache_environment()
-            grade, _ = grade_notebook(source, submission, workdir=Path(workdir), stop_after=stop_after,
-                                      environment=environment,
-                                      kernel_manager_class=forked_kernels(source, environment))
-            stopped_after = stopped_after or stop_after
-            total.cells.extend(grade.cells)
-            total.problem = total.problem or grade.problem
-    return CaseResult(case, total, time.perf_counter() - started, stopped_after)
+    assignments = sorted({case.assignment for case in cases})
+    sources = {assignment: {path.name: course.read(path) for path in course.notebooks(assignment)}
+               for assignment in assignments}
+    for case in cases:
+        test_ids = {grade_id(cell) for source in sources[case.assignment].values() for cell in source.cells
+                    if cell_kind(cell) == "tests"}
+        unknown = sorted(set(case.cascade) - test_ids)
+        if unknown:
+            raise ValueError(f"case {case.name}: `cascade` names {unknown}, which are not test cells of "
+                             f"{case.assignment}")
+    with tempfile.TemporaryDirectory(prefix="cml-cases-") as scratch_name:
+        scratch = Path(scratch_name)
+        if release_root is None:
+            release_root = generate_release(course, scratch / "release", assignments)
+        stops: dict[tuple[str, str], tuple[str, ...]] = {}
+        for case in cases:
+            folder = scratch / "submitted" / case.name / case.assignment
+            folder.mkdir(parents=True)
+            for name, source in sources[case.assignment].items():
+                release = course.read(release_root / case.assignment / name)
+                nbformat.write(build_submission(case, source, release), folder / name)
+            last = [] if full else [last_lost_cell(case, source) for source in sources[case.assignment].values()]
+            stops[(case.name, case.assignment)] = tuple(identifier for identifier in last if identifier)
+        run = grade_class(course, scratch / "submitted", scratch / "work", assignments, workers=jobs, feedback=False,
+                          progress=False, stop_after=stops, **options)
+        outcomes = {(outcome.student, outcome.assignment): outcome for outcome in run.outcomes}
+        results = []
+        for case in cases:
+            outcome = outcomes[(case.name, case.assignment)]
+            key = (case.name, case.assignment)
+            autograded = scratch / "work" / "autograded" / case.name / case.assignment
+            grade = _case_grade(outcome, sources[case.assignment], autograded, stops[key])
+            results.append(CaseResult(case, grade, outcome.seconds, stops[key][-1] if stops[key] else None,
+                                      outcome.notes + run.reference_problems, outcome))
+    return results
 
 
-def run_cases(
-    cases: list[Case], course_root: Path, jobs: int = 1, release_root: Path | None = None, *, full: bool | None = None
-) -> list[CaseResult]:
-    """Grade ``cases`` with ``jobs`` worker processes (each case runs its own kernel).
-
-    Submissions are built from ``release_root``; by default from a release freshly generated from source.
-    """
-    if release_root is None:
-        with tempfile.TemporaryDirectory(prefix="cml-cases-release-") as fresh:
-            assignments = sorted({case.assignment for case in cases})
-            generate_release(Course(course_root), Path(fresh), assignments)
-            return run_cases(cases, course_root, jobs, Path(fresh), full=full)
-    grade_one = functools.partial(run_case, course_root=course_root, release_root=release_root, full=full)
-    if jobs <= 1:
-        return [grade_one(case) for case in cases]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(grade_one, cases))
+def run_case(case: Case, course_root: Path, release_root: Path | None = None, *, full: bool | None = None
+             ) -> CaseResult:
+    """Grade one case (see :func:`run_cases`)."""
+    return run_cases([case], course_root, release_root=release_root, full=full)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

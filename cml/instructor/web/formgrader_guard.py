@@ -18,6 +18,7 @@ The package enables it in every Jupyter server of its environment
 from __future__ import annotations
 
 import html
+import importlib.util
 import os
 from typing import Any
 
@@ -131,6 +132,15 @@ def _jupyter_server_extension_points() -> list[dict]:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
+    """Install the guard once every extension has loaded; only log a line where nbgrader is not installed.
+
+    The package enables this extension in every Jupyter server of its environment, a student's too, whose
+    install has no nbgrader (it comes with the ``instructor`` extra) and so no formgrader to guard.
+    """
+    if importlib.util.find_spec("nbgrader") is None:
+        serverapp.log.info("cml: nbgrader is not installed, so there is no formgrader page to guard")
+        return
+
     def install() -> None:
         changed = install_guard(serverapp.web_app)
         if changed:
