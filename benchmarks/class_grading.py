@@ -45,10 +45,11 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cml.instructor.grading.baseline import prepare_workdir, read_grades
-from cml.instructor.grading.run import default_workers, grade_class
+from cml.instructor.grading.baseline import read_grades
+from cml.instructor.grading.run import GradingRun, default_workers, grade_class, prepare_workdir
 from cml.instructor.defaults import GRADING_ENVIRONMENT
-from cml.instructor.course import Course, cell_kind
+from cml.instructor.cells import cell_kind
+from cml.instructor.course import Course
 from cml.instructor.authoring.release import run_nbgrader
 from cml.instructor.testing.submissions import Case, build_submission, load_cases
 from cml.instructor.grading.model import Limits
@@ -170,6 +171,28 @@ def run_plain_nbgrader(course: Course, submitted: Path, workdir: Path, assignmen
     return times
 
 
+def report_engine(label: str, run: GradingRun, arguments: argparse.Namespace) -> None:
+    """Print one ``cml-course grade`` run: its rate, and per submission the time in its worker beyond running cells
+    and the time from asking for the kernel to the first answer cell starting (kernel start and imports)."""
+    overhead = [o.overhead_seconds for o in run.outcomes if o.status != "failed"]
+    first = [o.kernel_start_seconds for o in run.outcomes if o.kernel_start_seconds]
+    execution = [o.execution_seconds for o in run.outcomes if o.status != "failed"]
+    statuses = {status: sum(o.status == status for o in run.outcomes) for status in ("graded", "flagged", "failed")}
+    with_or_without = "without" if arguments.no_feedback else "with"
+    print(f"\ncml-course grade, {label} ({run.workers} workers, {with_or_without} feedback): {run.seconds:.1f} s, "
+          f"{run.submissions_per_minute():.2f} submissions per minute; {statuses}")
+    print(f"  per submission in its worker beyond running cells: {statistics.fmean(overhead):.2f} s "
+          f"(median {statistics.median(overhead):.2f} s); running cells: {statistics.fmean(execution):.2f} s")
+    if first:
+        print(f"  kernel start to first answer: {statistics.fmean(first):.2f} s (median {statistics.median(first):.2f} s)")
+    phases = {}
+    for outcome in run.outcomes:
+        for name, seconds in outcome.phases.items():
+            phases.setdefault(name, []).append(seconds)
+    print("  phases (mean s): " + ", ".join(f"{name} {statistics.fmean(values):.2f}" for name, values in phases.items()))
+    print(f"  report: {run.csv_report}")
+
+
 def verdicts_overhead(course: Course, class_folder: Path, root: Path, assignments: list[str],
                       kinds: dict[tuple[str, str], str], limits: Limits, arguments: argparse.Namespace) -> int:
     """Grade the class without, then with, the out-of-kernel verdicts; print both times and what the verdicts
@@ -208,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-feedback", action="store_true",
                         help="the new command without feedback (compared with plain autograde without it)")
     parser.add_argument("--out", type=Path, help="keep the class and both course folders here")
+    parser.add_argument("--compare-kernels", action=argparse.BooleanOptionalAction, default=True,
+                        help="also grade with fresh kernels (the engine before forked kernels), for comparison")
     parser.add_argument("--verdicts-overhead", action="store_true",
                         help="instead: grade the class with and without out-of-kernel verdicts and compare the times")
     arguments = parser.parse_args(argv)
@@ -250,17 +275,21 @@ def main(argv: list[str] | None = None) -> int:
           f"(autograde time per notebook {plain['autograde'] / count:.2f} s, "
           f"own execution {statistics.fmean(plain_exec.values()):.2f} s)")
 
-    run = grade_class(course, class_folder, root / "parallel", assignments, workers=arguments.workers,
-                      limits=limits, feedback=not arguments.no_feedback, progress=sys.stderr.isatty())
-    ours_exec = _execution_seconds(root / "parallel")
-    per_job = [o.seconds - ours_exec.get((o.student, o.assignment), 0.0) for o in run.outcomes]
-    statuses = {status: sum(o.status == status for o in run.outcomes) for status in ("graded", "flagged", "failed")}
-    with_or_without = "without" if arguments.no_feedback else "with"
-    print(f"\ncml-course grade ({run.workers} workers, {with_or_without} feedback): {run.seconds:.1f} s, "
-          f"{run.submissions_per_minute():.2f} submissions per minute; {statuses}")
-    print(f"  per-notebook overhead beyond execution: {statistics.fmean(per_job):.2f} s per submission in its "
-          f"worker (median {statistics.median(per_job):.2f} s; own execution {statistics.fmean(ours_exec.values()):.2f} s)")
-    print(f"  report: {run.csv_report}")
+    runs = {}
+    for fork in ((False, True) if arguments.compare_kernels else (True,)):
+        label = "forked kernels" if fork else "fresh kernels (the engine before kernels were forked)"
+        runs[fork] = run = grade_class(course, class_folder, root / f"parallel-{'forked' if fork else 'fresh'}",
+                                       assignments, workers=arguments.workers, limits=limits,
+                                       feedback=not arguments.no_feedback, progress=sys.stderr.isatty(),
+                                       fork_kernels=fork)
+        _kill_leftovers()
+        report_engine(label, run, arguments)
+    run = runs[True]
+    if False in runs:
+        fresh = {(o.student, o.assignment): o.code_total() for o in runs[False].outcomes}
+        same = sum(fresh[key] == o.code_total() for o in run.outcomes if (key := (o.student, o.assignment)) in fresh)
+        print(f"\nforked vs fresh kernels: {run.submissions_per_minute() / runs[False].submissions_per_minute():.2f}x "
+              f"the rate; {same}/{len(run.outcomes)} scores identical")
 
     if arguments.no_feedback:
         ratio = run.submissions_per_minute() / autograde_rate

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cml.data import load_mnist, one_hot  # noqa: E402
-from cml.instructor.course import Course, cell_kind, strip_solution_markers  # noqa: E402
+from cml.instructor.cells import cell_kind, strip_solution_markers  # noqa: E402
+from cml.instructor.course import Course  # noqa: E402
 
 MLP_NOTEBOOK = REPO / "source" / "03_mlp_from_scratch" / "03_mlp_from_scratch.ipynb"
 NETWORK_API = ("init_weights", "forward", "predict", "backward", "train_iteration", "fit")

@@ -28,6 +28,8 @@ from cml.check_log import grading_seed
 
 __all__ = [
     "grading_seed",
+    "observe",
+    "record_verdict",
     "CheckFailed",
     "CheckRecord",
     "records",
@@ -72,7 +74,8 @@ records: list[CheckRecord] = []
 """Every verdict given in this process, in order."""
 
 
-def _verdict(check_id: str, passed: bool, message: str = "") -> None:
+def record_verdict(check_id: str, passed: bool, message: str = "") -> None:
+    """Record a check's result (and log it for the grader); raise :class:`CheckFailed` with ``message`` if it failed."""
     records.append(CheckRecord(check_id, passed, "" if passed else message))
     check_log.write({"kind": "verdict", "id": check_id, "passed": bool(passed)})
     if not passed:
@@ -125,8 +128,8 @@ def numerical_gradient(function: Callable[[np.ndarray], Any], x: Any, eps: float
     return gradient
 
 
-def _observe(kind: str, check_id: str, actual: Any, expected: Any, *, derived: bool = False,
-             **parameters: float) -> None:
+def observe(kind: str, check_id: str, actual: Any, expected: Any, *, derived: bool = False,
+            **parameters: float) -> None:
     """Log what a check is about to compare (the student's ``actual``, the oracle's ``expected``), for the grader.
 
     ``derived``: the expected value comes from the student's own code too, so the grader compares the two
@@ -153,11 +156,11 @@ def _host_copy(value: Any) -> Any:
 
 def _as_float_array(check_id: str, value: Any, what: str) -> np.ndarray:
     if value is None:
-        _verdict(check_id, False, f"{what} is None: did the function forget to `return` its result?")
+        record_verdict(check_id, False, f"{what} is None: did the function forget to `return` its result?")
     try:
         array = np.asarray(_host_copy(value), dtype=np.float64)
     except (TypeError, ValueError):
-        _verdict(check_id, False, f"{what} should be numeric, got a {type(value).__name__}.")
+        record_verdict(check_id, False, f"{what} should be numeric, got a {type(value).__name__}.")
     return array
 
 
@@ -168,8 +171,8 @@ def _format_index(index: tuple[int, ...]) -> str:
 def check_shape(check_id: str, actual: Any, expected_shape: Sequence[int], *, what: str = "the result") -> None:
     """Check that ``actual`` is an array of exactly ``expected_shape``."""
     shape = tuple(actual.shape) if hasattr(actual, "shape") else np.shape(actual) if actual is not None else None
-    _observe("shape", check_id, shape, tuple(expected_shape))
-    _verdict(
+    observe("shape", check_id, shape, tuple(expected_shape))
+    record_verdict(
         check_id,
         shape == tuple(expected_shape),
         f"{what} should have shape {tuple(expected_shape)}, got "
@@ -196,20 +199,20 @@ def check_close(
     """
     expected_array = np.asarray(_host_copy(expected), dtype=np.float64)
     actual_array = _as_float_array(check_id, actual, what)
-    _observe("close", check_id, actual_array, expected_array, derived=expected_from_student, rtol=rtol, atol=atol)
+    observe("close", check_id, actual_array, expected_array, derived=expected_from_student, rtol=rtol, atol=atol)
     if expected_array.ndim == 0 and actual_array.size == 1:
         actual_array = actual_array.reshape(())
     if actual_array.shape != expected_array.shape:
-        _verdict(check_id, False, f"{what} should have shape {expected_array.shape}, got {actual_array.shape}.")
+        record_verdict(check_id, False, f"{what} should have shape {expected_array.shape}, got {actual_array.shape}.")
     if not np.all(np.isfinite(actual_array) | ~np.isfinite(expected_array)):
-        _verdict(check_id, False, f"{what} contains NaN or infinite values where finite numbers were expected.")
+        record_verdict(check_id, False, f"{what} contains NaN or infinite values where finite numbers were expected.")
     with np.errstate(all="ignore"):
         bad = ~np.isclose(actual_array, expected_array, rtol=rtol, atol=atol, equal_nan=True)
     if not bad.any():
-        _verdict(check_id, True)
+        record_verdict(check_id, True)
         return
     first = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.ndim else ()
-    _verdict(
+    record_verdict(
         check_id,
         False,
         f"{what} is wrong at {int(bad.sum())} of {bad.size} entries "
@@ -226,20 +229,20 @@ def check_equal(check_id: str, actual: Any, expected: Any, *, what: str = "the r
     ``expected_from_student``: as for :func:`check_close`.
     """
     actual, expected = _host_copy(actual), _host_copy(expected)
-    _observe("equal", check_id, actual, expected, derived=expected_from_student)
+    observe("equal", check_id, actual, expected, derived=expected_from_student)
     if isinstance(expected, (np.ndarray, list, tuple)):
         actual_array, expected_array = np.asarray(actual), np.asarray(expected)
         if actual_array.shape != expected_array.shape:
-            _verdict(check_id, False, f"{what} should have shape {expected_array.shape}, got {actual_array.shape}.")
+            record_verdict(check_id, False, f"{what} should have shape {expected_array.shape}, got {actual_array.shape}.")
         mismatches = int(np.sum(actual_array != expected_array))
-        _verdict(check_id, mismatches == 0, f"{what} differs from the expected values at {mismatches} positions.")
+        record_verdict(check_id, mismatches == 0, f"{what} differs from the expected values at {mismatches} positions.")
     else:
-        _verdict(check_id, bool(actual == expected), f"{what} should be {expected!r}, got {actual!r}.")
+        record_verdict(check_id, bool(actual == expected), f"{what} should be {expected!r}, got {actual!r}.")
 
 
 def check_true(check_id: str, condition: Any, message: str) -> None:
     """Record a condition computed by the test; ``message`` explains what was expected."""
-    _verdict(check_id, bool(condition), message)
+    record_verdict(check_id, bool(condition), message)
 
 
 def check_gradient(
@@ -261,12 +264,12 @@ def check_gradient(
     analytic = _as_float_array(check_id, analytic_gradient, what)
     point = np.asarray(x, dtype=np.float64)
     if analytic.shape != point.shape:
-        _verdict(check_id, False, f"{what} should have the shape of its variable, {point.shape}, got {analytic.shape}.")
+        record_verdict(check_id, False, f"{what} should have the shape of its variable, {point.shape}, got {analytic.shape}.")
     with quiet():
         numeric = numerical_gradient(function, point, eps=eps)
-    _observe("gradient", check_id, analytic, numeric, derived=expected_from_student, tolerance=tolerance)
+    observe("gradient", check_id, analytic, numeric, derived=expected_from_student, tolerance=tolerance)
     error = rel_error(analytic, numeric)
-    _verdict(
+    record_verdict(
         check_id,
         error <= tolerance,
         f"{what} disagrees with a finite-difference estimate (relative error {error:.2e}, "
@@ -277,10 +280,10 @@ def check_gradient(
 def check_accuracy(check_id: str, accuracy: Any, minimum: float, *, what: str = "accuracy") -> None:
     """Check that an accuracy in [0, 1] reaches ``minimum``."""
     value = float(np.asarray(_as_float_array(check_id, accuracy, what)).reshape(-1)[0])
-    _observe("accuracy", check_id, value, minimum)
+    observe("accuracy", check_id, value, minimum)
     if not 0.0 <= value <= 1.0:
-        _verdict(check_id, False, f"{what} should be a fraction between 0 and 1, got {value:.4g}.")
-    _verdict(check_id, value >= minimum, f"{what} is {value:.3f}; at least {minimum:.3f} was expected.")
+        record_verdict(check_id, False, f"{what} should be a fraction between 0 and 1, got {value:.4g}.")
+    record_verdict(check_id, value >= minimum, f"{what} is {value:.3f}; at least {minimum:.3f} was expected.")
 
 
 
@@ -376,7 +379,7 @@ def call_without_autodiff(check_id: str, function: Callable[..., Any], *args: An
         for owner, name, original in originals:
             setattr(owner, name, original)
         namespace.update(aliased)
-    _verdict(check_id, not used, f"this exercise is to be differentiated by hand, but it used {', '.join(sorted(set(used)))}.")
+    record_verdict(check_id, not used, f"this exercise is to be differentiated by hand, but it used {', '.join(sorted(set(used)))}.")
     foreign = _foreign_libraries(result)
-    _verdict(check_id, not foreign, f"expected NumPy arrays or floats, got values from {', '.join(foreign)}.")
+    record_verdict(check_id, not foreign, f"expected NumPy arrays or floats, got values from {', '.join(foreign)}.")
     return result

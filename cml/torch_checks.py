@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cml import check_log
-from cml.checks import _observe, _verdict, skip
+from cml.checks import observe, record_verdict, skip
 from cml.device import cuda_available
 
 __all__ = [
@@ -93,10 +93,10 @@ def first_forward(
         first_line = (str(error).strip().splitlines() or [""])[0]
         failure = f"the function raised {type(error).__name__}: {first_line[:300]} before its first forward pass."
     if failure:
-        _verdict(check_id, False, failure + " Asked to work on another device, it should move the model and "
+        record_verdict(check_id, False, failure + " Asked to work on another device, it should move the model and "
                  "every batch there first.")
     if probe.sighting is None:
-        _verdict(check_id, False, "the function returned without ever calling the model on a batch.")
+        record_verdict(check_id, False, "the function returned without ever calling the model on a batch.")
     assert probe.sighting is not None
     return probe.sighting
 
@@ -123,8 +123,8 @@ def check_device(check_id: str, value: Any, device: str | torch.device, *, what:
     try:
         found = _device_types(value)
     except TypeError as error:
-        _verdict(check_id, False, f"{what} should be a tensor or a model: {error}.")
-    _verdict(
+        record_verdict(check_id, False, f"{what} should be a tensor or a model: {error}.")
+    record_verdict(
         check_id,
         found == {expected},
         f"{what} should be on the '{expected}' device, found on {', '.join(sorted(found)) or 'no device'}. "
@@ -145,25 +145,25 @@ def check_parameters_close(
     reference = dict(expected.named_parameters()) if isinstance(expected, nn.Module) else dict(expected)
     actual = dict(model.named_parameters())
     if check_log.enabled():
-        _observe("parameters", check_id, {name: value.detach().cpu() for name, value in actual.items()},
+        observe("parameters", check_id, {name: value.detach().cpu() for name, value in actual.items()},
                  {name: value.detach().cpu() for name, value in reference.items()}, rtol=rtol, atol=atol)
     if set(actual) != set(reference):
-        _verdict(check_id, False, f"{what}: the model's parameters are {sorted(actual)}, expected {sorted(reference)}.")
+        record_verdict(check_id, False, f"{what}: the model's parameters are {sorted(actual)}, expected {sorted(reference)}.")
     for name, value in actual.items():
         value = value.detach().cpu().double()
         target = reference[name].detach().cpu().double()
         if value.shape != target.shape:
-            _verdict(check_id, False, f"{what}: '{name}' has shape {tuple(value.shape)}, expected {tuple(target.shape)}.")
+            record_verdict(check_id, False, f"{what}: '{name}' has shape {tuple(value.shape)}, expected {tuple(target.shape)}.")
         if not torch.allclose(value, target, rtol=rtol, atol=atol):
             error = float((value - target).abs().max())
-            _verdict(
+            record_verdict(
                 check_id,
                 False,
                 f"{what}: '{name}' differs from the expected values (largest difference {error:.3g}). Each "
                 "batch should take exactly one step on that batch's gradient: zero the gradients, compute the "
                 "loss on the model's raw outputs (logits), backpropagate, step.",
             )
-    _verdict(check_id, True)
+    record_verdict(check_id, True)
 
 
 def cuda_or_skip(check_id: str, reason: str = "no CUDA GPU here; this GPU check was not run") -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from cml.instructor.course import grade_id
+from cml.instructor.cells import grade_id
 
 CORRECT = {
     "answer_a": "def double(x):\n    return 2 * x",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from nbformat.v4 import new_markdown_cell, new_notebook
 from probe_course import graded_cell
 
-from cml.instructor.course import grade_id
+from cml.instructor.cells import grade_id
 
 SETUP = "import numpy as np\nimport torch\nfrom cml.checks import check_close, check_equal, grading_seed"
 CORRECT = {
@@ -56,7 +56,7 @@ check_close = check_equal = lambda *a, **kw: None
 """,
     "stub_verdict": """
 import cml.checks
-cml.checks._verdict = lambda *a, **kw: None
+cml.checks.record_verdict = lambda *a, **kw: None
 """,
     "reseed": """
 _real_rng, _RealGenerator = np.random.default_rng, torch.Generator

@@ -81,7 +81,7 @@ def test_every_assignment_has_wrong_and_right_cases() -> None:
 def test_further_cases_are_well_formed() -> None:
     """The cases in more/ (graded with `./course cases <assignment> --more`, not here) name real cells."""
     from cml.instructor.testing.cases import MORE_CASES
-    from cml.instructor.course import cell_kind, grade_id
+    from cml.instructor.cells import cell_kind, grade_id
 
     for assignment in COURSE.assignments():
         folder = REPO / "tests" / "submissions" / assignment / MORE_CASES

@@ -26,7 +26,8 @@ from probe_course import CORRECT, source_notebook, student_notebook
 from cml.instructor.grading.baseline import autograde
 from cml.instructor.grading.run import grade_class
 from cml.instructor.preprocessors.feedback import HIDDEN_PLACEHOLDER
-from cml.instructor.course import Course, grade_id
+from cml.instructor.cells import grade_id
+from cml.instructor.course import Course
 from cml.instructor.grading.model import Limits
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cml.instructor.course import Course, strip_solution_markers
+from cml.instructor.cells import strip_solution_markers
+
+from cml.instructor.course import Course
 from cml.instructor.grading.model import Limits
 from cml.instructor.testing.cases import CaseResult, last_lost_cell, run_cases
 from cml.instructor.testing.submissions import Case

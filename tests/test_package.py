@@ -177,3 +177,51 @@ def test_student_modules_need_only_the_base_dependencies() -> None:
     files = [path for path in sorted((ROOT / "cml").rglob("*.py")) if "instructor" not in path.parts]
     requirements = [Requirement(line).name for line in _pyproject()["project"]["dependencies"]]
     assert _third_party_imports(files) - _requirement_closure(requirements) == set()
+
+
+def _module_imports() -> dict[str, set[tuple[str, str | None]]]:
+    """For every module of ``cml``: the ``cml`` modules it imports at module level (outside ``TYPE_CHECKING``), each
+    with the name taken from it (``from X import name``) or None (``import X``, ``from package import module``)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    modules = {".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): path
+               for path in (root / "cml").rglob("*.py")}
+    imports: dict[str, set[tuple[str, str | None]]] = {}
+    for name, path in modules.items():
+        found: set[tuple[str, str | None]] = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                found |= {(alias.name, None) for alias in node.names if alias.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module in modules:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    found.add((submodule, None) if submodule in modules else (node.module, alias.name))
+        imports[name] = found
+    return imports
+
+
+def test_no_module_imports_a_private_name_of_another() -> None:
+    private = sorted(f"{module} imports {name} from {source}" for module, found in _module_imports().items()
+                     for source, name in found if name and name.startswith("_") and not name.startswith("__"))
+    assert not private, private
+
+
+def test_the_modules_of_cml_import_each_other_without_a_cycle() -> None:
+    graph = {module: {source for source, _ in found} for module, found in _module_imports().items()}
+    state: dict[str, str] = {}
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, cycles

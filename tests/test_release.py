@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 
 from cml.instructor.authoring.convert import notebook_to_script, script_to_notebook
-from cml.instructor.course import Course, cell_kind, grade_id
+from cml.instructor.cells import cell_kind, grade_id
+from cml.instructor.course import Course
 from cml.instructor.authoring.release import find_leaks, generate_release, release_differences
 
 CHECK_CALL = re.compile(r"""\bcheck_\w+\(\s*f?(?P<quote>["'])(?P<id>[^"']+)(?P=quote)""")

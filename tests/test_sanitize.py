@@ -32,7 +32,7 @@ from probe_course import source_notebook, student_notebook
 from cml.instructor.grading.run import copy_submissions
 from cml.instructor.web.inert_html import POLICY_RESOURCE, InertHTMLExporter, content_security_policy, feedback_config
 from cml.instructor.preprocessors.intake import prepare_submission
-from cml.instructor.course import grade_id
+from cml.instructor.cells import grade_id
 from cml.instructor.web.sanitize import sanitize_html, sanitize_notebook, trusted_markdown
 
 TEMPLATES = ["classic", "lab"]

@@ -1,7 +1,4 @@
-"""A course directory as nbgrader lays it out.
-
-The cell predicates and marker constants are re-exported from :mod:`cml.instructor.cells`, where they live.
-"""
+"""A course directory as nbgrader lays it out (cell predicates and markers: :mod:`cml.instructor.cells`)."""
 
 from __future__ import annotations
 
@@ -11,24 +8,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from cml.instructor.cells import (
-    HIDDEN_MARKERS,
-    MARK_SCHEME_MARKERS,
-    SOLUTION_MARKERS,
-    cell_kind,
-    grade_id,
-    strip_solution_markers,
-)
-
-__all__ = [
-    "Course",
-    "cell_kind",
-    "grade_id",
-    "strip_solution_markers",
-    "SOLUTION_MARKERS",
-    "HIDDEN_MARKERS",
-    "MARK_SCHEME_MARKERS",
-]
+__all__ = ["Course"]
 
 
 @dataclass(frozen=True)

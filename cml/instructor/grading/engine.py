@@ -5,8 +5,10 @@
 source and this one student's files, and runs there, in this process:
 
 1. intake (:mod:`cml.instructor.preprocessors.intake`): a notebook saved under another name is renamed back, an
-   unreadable one set aside, and the repairs of each notebook are noted;
-2. nbgrader's own ``Autograde``, with :class:`~cml.instructor.preprocessors.execute.ResilientExecute` (a dead
+   unreadable one set aside;
+2. nbgrader's own ``Autograde``: first its sanitize steps, led by
+   :class:`~cml.instructor.preprocessors.intake.IntakeRepairs` (deleted, moved or edited graded cells put right,
+   each repair noted), then :class:`~cml.instructor.preprocessors.execute.ResilientExecute` (a dead
    kernel costs only the cells it did not run) in a sandboxed kernel (:mod:`cml.instructor.isolation.sandbox`)
    forked from a zygote that has loaded the assignment's libraries (:mod:`cml.instructor.isolation.zygote`),
    under the watchdog's memory and time limits (:class:`~cml.instructor.isolation.watchdog.KernelWatchdog`);
@@ -37,7 +39,17 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.api import Gradebook
 from nbgrader.converters import Autograde, GenerateFeedback
 from nbgrader.coursedir import CourseDirectory
-from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
+    SaveAutoGrades,
+)
 from traitlets.config import Config, PyFileConfigLoader
 
 from cml.check_log import SEED_VARIABLE
@@ -49,7 +61,7 @@ from cml.instructor.isolation.sandbox import KERNEL_NAME, POLICY_VARIABLE, Sandb
 from cml.instructor.isolation.watchdog import KernelWatchdog
 from cml.instructor.isolation.zygote import Zygotes, preloadable_modules
 from cml.instructor.preprocessors.execute import ExecutionReport, ResilientExecute
-from cml.instructor.preprocessors.intake import prepare_submission
+from cml.instructor.preprocessors.intake import IntakeRepairs, prepare_submission, read_notes
 from cml.instructor.preprocessors.verdicts import CheckVerdicts
 from cml.instructor.web.sanitize import SanitizeNotebook
 
@@ -149,9 +161,9 @@ class GradingWorker:
         submitted = course / "submitted" / job.student / job.assignment
         sources = {path.name: nbformat.read(path, as_version=4)
                    for path in sorted((course / "source" / job.assignment).glob("*.ipynb"))}
-        intake = prepare_submission(submitted, sources)
+        intake = prepare_submission(submitted, sources, repair=False)  # the notebooks are repaired by IntakeRepairs
         outcome.notes += intake.notes
-        outcome.remarks += getattr(intake, "remarks", [])
+        outcome.remarks += intake.remarks
         if not any((submitted / name).exists() for name in sources):
             outcome.payload = zero_payload(course / "gradebook.db", job)
             outcome.status = Status.FLAGGED
@@ -168,6 +180,8 @@ class GradingWorker:
             config.ResilientExecute.interruption_source = (
                 lambda: watchdog.verdict or read_outcome(kernel_outcome).get("verdict"))
             Autograde(coursedir=coursedir, config=config).start()
+        for note in read_notes(self.private / "intake-notes.jsonl"):
+            (outcome.notes if note.flag else outcome.remarks).append(note.text)
         outcome.kernels_forked = self.zygotes.kernels_forked - forked
         outcome.execution_seconds = report.cell_seconds
         outcome.kernel_start_seconds = report.first_answer_seconds or 0.0
@@ -254,6 +268,10 @@ class GradingWorker:
         config.CourseDirectory.db_url = f"sqlite:///{course}/gradebook.db"
         config.CourseDirectory.assignment_id = job.assignment
         config.CourseDirectory.student_id = job.student
+        config.Autograde.sanitize_preprocessors = [
+            IntakeRepairs, ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+        config.IntakeRepairs.source_folder = str(course / "source" / job.assignment)
+        config.IntakeRepairs.notes_file = str(self.private / "intake-notes.jsonl")
         config.Autograde.autograde_preprocessors = [
             ResilientExecute, CheckVerdicts, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
             AssignLatePenalties, CheckCellMetadata, SanitizeNotebook,  # last: the grades are saved, then made inert

@@ -21,7 +21,7 @@ from traitlets.config import Config
 from cml.check_log import SEED_VARIABLE
 from cml.instructor.defaults import CELL_TIMEOUT_SECONDS
 from cml.instructor.preprocessors.execute import CHECK_RECORDS, ResilientExecute
-from cml.instructor.preprocessors.verdicts import has_error, test_cell_id
+from cml.instructor.preprocessors.verdicts import has_error, graded_code_id
 
 __all__ = ["draw_seed", "record_reference"]
 
@@ -64,4 +64,4 @@ def _reference_cells(path: Path, source: Path, seed: int, scratch: Path, sockets
     notebook, resources = executor.preprocess(nbformat.read(path, as_version=4), resources)
     logged = resources.get(CHECK_RECORDS, {})
     return {grade_id: {"records": logged.get(index, []), "failed": has_error(cell)}
-            for index, cell in enumerate(notebook.cells) if (grade_id := test_cell_id(cell))}
+            for index, cell in enumerate(notebook.cells) if (grade_id := graded_code_id(cell))}

@@ -259,6 +259,9 @@ def _row(outcome: Outcome) -> dict:
         "peak_memory_mb": round(outcome.peak_memory_mb, 1),
         "peak_disk_mb": round(outcome.peak_disk_mb, 1),
         "notes": " | ".join(outcome.notes),
+        "remarks": " | ".join(outcome.remarks),
+        "kernel_start_seconds": round(outcome.kernel_start_seconds, 2),
+        "kernels_forked": outcome.kernels_forked,
     }
 
 
@@ -270,7 +273,7 @@ def _write_reports(run_dir: Path, outcomes: list[Outcome], summary: dict) -> tup
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["student"])
         writer.writeheader()
         writer.writerows(rows)
-    details = [{**row, "notes": outcome.notes, "isolation_gaps": outcome.isolation_gaps, "worker": outcome.worker,
+    details = [{**row, "notes": outcome.notes, "remarks": outcome.remarks, "isolation_gaps": outcome.isolation_gaps, "worker": outcome.worker,
                 "phases": {name: round(seconds, 3) for name, seconds in outcome.phases.items()},
                 "cells": [{"notebook": notebook["name"], **grade} for notebook in outcome.payload.get("notebooks", [])
                           for grade in notebook["grades"]]}

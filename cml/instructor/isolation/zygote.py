@@ -38,7 +38,7 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
-from cml.instructor.course import cell_kind
+from cml.instructor.cells import cell_kind
 
 __all__ = ["PRELOADABLE", "Zygote", "Zygotes", "preloadable_modules"]
 

@@ -32,7 +32,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Callable, Dict, Instance, Integer, List, Unicode
 
 from cml.check_log import LOG_VARIABLE
-from cml.instructor.course import cell_kind, grade_id
+from cml.instructor.cells import cell_kind, grade_id
 from cml.instructor.defaults import MAX_OUTPUT_BYTES
 
 __all__ = ["CHECK_RECORDS", "KERNEL_STOPPED", "NOT_RUN", "ExecutionReport", "ResilientExecute"]

@@ -33,17 +33,18 @@ from traitlets import Instance, Unicode
 
 from cml import check_log, checks
 from cml.check_log import UndecodableValue, decode, sampled_shape
+from cml.instructor.cells import grade_id, is_grade
 from cml.instructor.preprocessors.execute import CHECK_RECORDS, ExecutionReport
 
-__all__ = ["VERDICT_MISMATCH", "CheckVerdicts", "has_error", "judge_cell", "test_cell_id"]
+__all__ = ["VERDICT_MISMATCH", "CheckVerdicts", "has_error", "judge_cell", "graded_code_id"]
 
 VERDICT_MISMATCH = "VerdictMismatch"
 """``ename`` of the error given to a grade cell that passed in the kernel but not in the grader."""
 
 
-def test_cell_id(cell: NotebookNode) -> str | None:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return meta.get("grade_id") if meta.get("grade") and cell.cell_type == "code" else None
+def graded_code_id(cell: NotebookNode) -> str | None:
+    """The grade id of an autograded code cell (tests, or an answer graded by its own output), else None."""
+    return grade_id(cell) if cell.cell_type == "code" and is_grade(cell) else None
 
 
 def has_error(cell: NotebookNode) -> bool:
@@ -146,7 +147,7 @@ class CheckVerdicts(NbGraderPreprocessor):
         cells = reference["notebooks"].get(resources.get("unique_key", ""), {})
         logged = resources.get(CHECK_RECORDS, {})
         for index, cell in enumerate(nb.cells):
-            grade_id = test_cell_id(cell)
+            grade_id = graded_code_id(cell)
             if grade_id not in cells or cells[grade_id]["failed"] or has_error(cell):
                 continue
             reason = judge_cell(cells[grade_id]["records"], logged.get(index, []))

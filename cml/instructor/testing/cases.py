@@ -35,7 +35,8 @@ import nbformat
 from nbformat import NotebookNode
 
 from cml.instructor.authoring.release import generate_release
-from cml.instructor.course import Course, cell_kind, grade_id
+from cml.instructor.cells import cell_kind, grade_id
+from cml.instructor.course import Course
 from cml.instructor.grading.model import CellGrade, NotebookGrade, Outcome, Status
 from cml.instructor.grading.run import grade_class
 from cml.instructor.testing.submissions import Case, build_submission, load_cases

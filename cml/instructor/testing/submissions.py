@@ -32,7 +32,9 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from cml.instructor.course import Course, cell_kind, grade_id, strip_solution_markers
+from cml.instructor.cells import cell_kind, grade_id, strip_solution_markers
+
+from cml.instructor.course import Course
 
 __all__ = ["Case", "load_case", "load_cases", "build_submission", "write_submission"]
 
