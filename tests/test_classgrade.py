@@ -283,7 +283,8 @@ def test_the_grade_command_survives_a_dead_worker(tmp_path: Path) -> None:
     Unsandboxed, a kernel can also read the gradebook: the snooping student of the sandboxed class can fail.
     """
     course, submissions, workdir = _probe_course(tmp_path)
-    killer = student_notebook(answer_b="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    # The worker that started the kernel, as jupyter_client tells every kernel (its parent may be the zygote).
+    killer = student_notebook(answer_b="import os, signal\nos.kill(int(os.environ['JPY_PARENT_PID']), signal.SIGKILL)")
     snoop = student_notebook(answer_a=_snoop({"gradebook": workdir / "gradebook.db", "source": course.source,
                                               "other": submissions / "ok" / "probe" / "probe.ipynb"}))
     for student, notebook in (("killer", killer), ("ok", student_notebook()), ("snoop", snoop)):

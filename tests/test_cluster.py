@@ -236,7 +236,8 @@ def _check_export(workdir: Path) -> None:
 def test_a_dead_dask_worker_fails_its_submission_only(tmp_path: Path) -> None:
     """On a local Dask cluster of one worker, unsandboxed, a kernel kills its worker: that submission fails, the
     restarted worker grades the next one."""
-    killer = student_notebook(answer_b="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    # The process that started the kernel, as jupyter_client tells every kernel (its parent may be the zygote).
+    killer = student_notebook(answer_b="import os, signal\nos.kill(int(os.environ['JPY_PARENT_PID']), signal.SIGKILL)")
     course, submissions = _write_class(tmp_path, {"killer": killer, "ok": student_notebook()})
     run = grade_class(course, submissions, tmp_path / "work", workers=1, limits=LIMITS, sandbox=False,
                       progress=False, cluster="local", verdicts=False)

@@ -19,16 +19,11 @@ from packaging.utils import canonicalize_name
 from cml.instructor.entry import INSTRUCTOR_IMPORTS
 
 MODULES = ["cml", "cml.checks", "cml.data", "cml.plot", "cml.device", "cml.progress"]
-INSTRUCTOR_MODULES = [
-    "cml.instructor.authoring.convert",
-    "cml.instructor.course",
-    "cml.instructor.testing.submissions",
-    "cml.instructor.grading.grader",
-    "cml.instructor.testing.cases",
-    "cml.instructor.authoring.release",
-    "cml.instructor.grading.baseline",
-    "cml.instructor.cli",
-]
+INSTRUCTOR_MODULES = sorted(
+    ".".join(path.relative_to(Path(__file__).resolve().parents[1]).with_suffix("").parts).removesuffix(".__init__")
+    for path in (Path(__file__).resolve().parents[1] / "cml" / "instructor").rglob("*.py")
+    if path.name not in ("__init__.py", "_zygote.py", "__main__.py"))
+"""Every module of the instructor's tools (``_zygote.py`` is a script, run by path)."""
 STUDENT_MODULES = ["cml.checks", "cml.data", "cml.plot", "cml.tasks", "cml.device", "cml.audio", "cml.progress",
                    "cml.check_log"]
 ROOT = Path(__file__).resolve().parents[1]

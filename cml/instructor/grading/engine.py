@@ -274,8 +274,8 @@ class GradingWorker:
         config.IntakeRepairs.notes_file = str(self.private / "intake-notes.jsonl")
         config.Autograde.autograde_preprocessors = [
             ResilientExecute, CheckVerdicts, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
-            AssignLatePenalties, CheckCellMetadata, SanitizeNotebook,  # last: the grades are saved, then made inert
-        ]
+            AssignLatePenalties, SanitizeNotebook,  # last: the grades are saved, then made inert
+        ]  # nbgrader's list, but its second CheckCellMetadata: nothing after the sanitize steps changes metadata
         limits = settings.limits
         execute = config.ResilientExecute
         execute.timeout = limits.cell_timeout
