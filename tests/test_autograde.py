@@ -1,7 +1,5 @@
 """The main job end to end: the bundled example submissions graded by ``cml-course grade`` (nbgrader's
 own autograde, in parallel sandboxed workers). The ``demo_run`` fixture (conftest.py) runs it once for the suite.
-
-Also checks that the in-process grader used for the test cases agrees with nbgrader, cell by cell.
 """
 
 from __future__ import annotations
