@@ -117,8 +117,3 @@ class GradingKernelManager(AsyncKernelManager):
             self.kernel_root = f"/proc/{pid}/root"
             if self.transport == "ipc":
                 self.ip = self.kernel_root + self.ip  # the connection file, written before, keeps the kernel's path
-
-    def exit_code(self) -> int | None:
-        """How the kernel's process ended (``Popen.returncode``'s convention), or None while it runs."""
-        process = getattr(self.provisioner, "process", None)
-        return None if process is None else process.poll()
