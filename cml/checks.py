@@ -45,6 +45,11 @@ __all__ = [
     "check_accuracy",
     "skip",
     "call_without_autodiff",
+    "WITHHELD",
+    "HiddenOracle",
+    "hidden_oracle",
+    "log_withheld",
+    "log_inputs",
 ]
 
 
@@ -72,6 +77,50 @@ class CheckRecord:
 
 records: list[CheckRecord] = []
 """Every verdict given in this process, in order."""
+
+
+class _Withheld:
+    """The type of :data:`WITHHELD`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return WITHHELD_REPR
+
+
+WITHHELD_REPR = "<oracle withheld by the grader>"
+WITHHELD = _Withheld()
+"""What the oracle argument of a hidden check is in a student's graded kernel: the grader holds the value, and the
+check only logs the student's (see :mod:`cml.instructor.oracles`). Never seen when practising."""
+
+
+@dataclass(frozen=True)
+class HiddenOracle:
+    """The oracle argument of a hidden check in the grader's reference run: the value, marked as one the grader
+    judges outside the students' kernels (:func:`hidden_oracle`)."""
+
+    value: Any
+
+
+def hidden_oracle(value: Any) -> HiddenOracle:
+    """Mark ``value`` as a hidden check's oracle (the grader's reference run wraps them so)."""
+    return HiddenOracle(value)
+
+
+def _oracle(expected: Any) -> tuple[Any, bool, bool]:
+    """``(value, hidden, withheld)`` of a check's oracle argument."""
+    if expected is WITHHELD:
+        return None, True, True
+    if isinstance(expected, HiddenOracle):
+        return expected.value, True, False
+    return expected, False, False
+
+
+def log_withheld(kind: str, check_id: str, actual: Any, what: str, **parameters: float) -> None:
+    """Log the student's value of a check whose oracle the grader holds; the grader gives the verdict."""
+    if check_log.enabled():
+        check_log.write({"kind": kind, "id": check_id, "actual": check_log.encode(actual), "hidden": True,
+                         "withheld": True, "what": what, "parameters": parameters})
 
 
 def record_verdict(check_id: str, passed: bool, message: str = "") -> None:
@@ -128,16 +177,28 @@ def numerical_gradient(function: Callable[[np.ndarray], Any], x: Any, eps: float
     return gradient
 
 
-def observe(kind: str, check_id: str, actual: Any, expected: Any, *, derived: bool = False,
-            **parameters: float) -> None:
+def observe(kind: str, check_id: str, actual: Any, expected: Any, *, derived: bool = False, hidden: bool = False,
+            what: str = "the result", **parameters: float) -> None:
     """Log what a check is about to compare (the student's ``actual``, the oracle's ``expected``), for the grader.
 
     ``derived``: the expected value comes from the student's own code too, so the grader compares the two
-    logged values again instead of comparing ``actual`` with the reference run's ``expected``.
+    logged values again instead of comparing ``actual`` with the reference run's ``expected``. ``hidden``: the
+    check's oracle is a hidden test's, which the grader withholds from students' kernels and judges itself.
     """
     if check_log.enabled():
         check_log.write({"kind": kind, "id": check_id, "actual": check_log.encode(actual),
-                         "expected": check_log.encode(expected), "derived": derived, "parameters": parameters})
+                         "expected": check_log.encode(expected), "derived": derived, "hidden": hidden, "what": what,
+                         "parameters": parameters})
+
+
+def log_inputs(check_id: str, inputs: Any) -> None:
+    """Log the inputs a hidden test drew (from :func:`grading_seed`), for the grader only.
+
+    The grader compares them with the reference run's: code that reseeds or replaces the random generators, to
+    make the tests draw inputs it knows the answers for, changes them, and is flagged. Does nothing when practising.
+    """
+    if check_log.enabled():
+        check_log.write({"kind": "inputs", "id": check_id, "actual": check_log.encode(inputs)})
 
 
 def skip(check_id: str, reason: str) -> None:
@@ -170,8 +231,12 @@ def _format_index(index: tuple[int, ...]) -> str:
 
 def check_shape(check_id: str, actual: Any, expected_shape: Sequence[int], *, what: str = "the result") -> None:
     """Check that ``actual`` is an array of exactly ``expected_shape``."""
+    expected_shape, hidden, withheld = _oracle(expected_shape)
     shape = tuple(actual.shape) if hasattr(actual, "shape") else np.shape(actual) if actual is not None else None
-    observe("shape", check_id, shape, tuple(expected_shape))
+    if withheld:
+        log_withheld("shape", check_id, shape, what)
+        return
+    observe("shape", check_id, shape, tuple(expected_shape), hidden=hidden, what=what)
     record_verdict(
         check_id,
         shape == tuple(expected_shape),
@@ -197,9 +262,14 @@ def check_close(
     ``expected_from_student=True`` says that ``expected`` is computed from the student's code as well (a
     second run that must reproduce the first, say); see :mod:`cml.instructor.preprocessors.verdicts`.
     """
+    expected, hidden, withheld = _oracle(expected)
+    if withheld:
+        log_withheld("close", check_id, _host_copy(actual), what, rtol=rtol, atol=atol)
+        return
     expected_array = np.asarray(_host_copy(expected), dtype=np.float64)
     actual_array = _as_float_array(check_id, actual, what)
-    observe("close", check_id, actual_array, expected_array, derived=expected_from_student, rtol=rtol, atol=atol)
+    observe("close", check_id, actual_array, expected_array, derived=expected_from_student, hidden=hidden, what=what,
+            rtol=rtol, atol=atol)
     if expected_array.ndim == 0 and actual_array.size == 1:
         actual_array = actual_array.reshape(())
     if actual_array.shape != expected_array.shape:
@@ -228,8 +298,12 @@ def check_equal(check_id: str, actual: Any, expected: Any, *, what: str = "the r
 
     ``expected_from_student``: as for :func:`check_close`.
     """
+    expected, hidden, withheld = _oracle(expected)
     actual, expected = _host_copy(actual), _host_copy(expected)
-    observe("equal", check_id, actual, expected, derived=expected_from_student)
+    if withheld:
+        log_withheld("equal", check_id, actual, what)
+        return
+    observe("equal", check_id, actual, expected, derived=expected_from_student, hidden=hidden, what=what)
     if isinstance(expected, (np.ndarray, list, tuple)):
         actual_array, expected_array = np.asarray(actual), np.asarray(expected)
         if actual_array.shape != expected_array.shape:
@@ -261,13 +335,18 @@ def check_gradient(
     Passes when :func:`rel_error` between the two is at most ``tolerance``; the shapes must match.
     ``expected_from_student``: ``function`` depends on the student's code (see :func:`check_close`).
     """
+    function, hidden, withheld = _oracle(function)
+    if withheld:
+        log_withheld("gradient", check_id, _host_copy(analytic_gradient), what, tolerance=tolerance)
+        return
     analytic = _as_float_array(check_id, analytic_gradient, what)
     point = np.asarray(x, dtype=np.float64)
     if analytic.shape != point.shape:
         record_verdict(check_id, False, f"{what} should have the shape of its variable, {point.shape}, got {analytic.shape}.")
     with quiet():
         numeric = numerical_gradient(function, point, eps=eps)
-    observe("gradient", check_id, analytic, numeric, derived=expected_from_student, tolerance=tolerance)
+    observe("gradient", check_id, analytic, numeric, derived=expected_from_student, hidden=hidden, what=what,
+            tolerance=tolerance)
     error = rel_error(analytic, numeric)
     record_verdict(
         check_id,
@@ -280,7 +359,7 @@ def check_gradient(
 def check_accuracy(check_id: str, accuracy: Any, minimum: float, *, what: str = "accuracy") -> None:
     """Check that an accuracy in [0, 1] reaches ``minimum``."""
     value = float(np.asarray(_as_float_array(check_id, accuracy, what)).reshape(-1)[0])
-    observe("accuracy", check_id, value, minimum)
+    observe("accuracy", check_id, value, minimum, what=what)
     if not 0.0 <= value <= 1.0:
         record_verdict(check_id, False, f"{what} should be a fraction between 0 and 1, got {value:.4g}.")
     record_verdict(check_id, value >= minimum, f"{what} is {value:.3f}; at least {minimum:.3f} was expected.")

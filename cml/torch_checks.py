@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cml import check_log
-from cml.checks import observe, record_verdict, skip
+from cml.checks import WITHHELD, HiddenOracle, log_withheld, observe, record_verdict, skip
 from cml.device import cuda_available
 
 __all__ = [
@@ -142,11 +142,17 @@ def check_parameters_close(
     what: str = "the parameters",
 ) -> None:
     """Every parameter of ``model`` equals the same-named one of ``expected`` (a module or a state_dict)."""
-    reference = dict(expected.named_parameters()) if isinstance(expected, nn.Module) else dict(expected)
     actual = dict(model.named_parameters())
+    logged = {name: value.detach().cpu() for name, value in actual.items()}
+    if expected is WITHHELD:
+        log_withheld("parameters", check_id, logged, what, rtol=rtol, atol=atol)
+        return
+    hidden = isinstance(expected, HiddenOracle)
+    expected = expected.value if hidden else expected
+    reference = dict(expected.named_parameters()) if isinstance(expected, nn.Module) else dict(expected)
     if check_log.enabled():
-        observe("parameters", check_id, {name: value.detach().cpu() for name, value in actual.items()},
-                 {name: value.detach().cpu() for name, value in reference.items()}, rtol=rtol, atol=atol)
+        observe("parameters", check_id, logged, {name: value.detach().cpu() for name, value in reference.items()},
+                hidden=hidden, what=what, rtol=rtol, atol=atol)
     if set(actual) != set(reference):
         record_verdict(check_id, False, f"{what}: the model's parameters are {sorted(actual)}, expected {sorted(reference)}.")
     for name, value in actual.items():

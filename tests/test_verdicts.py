@@ -47,7 +47,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, object
 
 def test_every_attack_works_against_plain_nbgrader(graded) -> None:
     _, plain, _ = graded
-    assert plain["honest_correct"] == 4 and plain["honest_wrong"] == 0
+    assert plain["honest_correct"] == 5 and plain["honest_wrong"] == 0
     for attack in ATTACKS:
         assert plain[attack] > plain["honest_wrong"], f"{attack} is no threat to plain nbgrader: {plain[attack]}"
 
@@ -89,7 +89,7 @@ def test_judge_cell_matches_in_order_and_allows_one_guess_per_check() -> None:
                                          + _close_record("b", 3.0, 3.0)) or "sigmoid")
     assert judge_cell(reference, _close_record("a", [1.0, 2.5], [1.0, 2.5]) + _close_record("b", 3.0, 3.0))
     # A missing check, a forged first guess followed by the right value, and a wrong order all fail.
-    assert "never reported" in judge_cell(reference, _close_record("a", [1.0, 2.0], 0))
+    assert "never reported" in judge_cell(reference, _close_record("a", [1.0, 2.0], 0)).message
     assert judge_cell(reference, _close_record("a", [9.0, 9.0], 0) + _close_record("a", [1.0, 2.0], 0)
                       + _close_record("b", 3.0, 0))
     assert judge_cell(reference, _close_record("b", 3.0, 0) + _close_record("a", [1.0, 2.0], 0))
@@ -102,10 +102,43 @@ def test_judge_cell_matches_in_order_and_allows_one_guess_per_check() -> None:
     derived = _close_record("r", [5.0], [5.0])
     derived[0]["derived"] = True
     assert judge_cell(derived, _close_record("r", [7.0], [7.0])) is None
-    assert "wrong" in judge_cell(derived, _close_record("r", [7.0], [7.5]))
+    assert "wrong" in judge_cell(derived, _close_record("r", [7.0], [7.5])).message
     unreadable = _close_record("a", [1.0, 2.0], 0)
     unreadable[0]["actual"] = {"dtype": "O", "shape": [1], "data": ""}
-    assert "unreadable" in judge_cell(reference[:2], unreadable)
+    assert "unreadable" in judge_cell(reference[:2], unreadable).message
+
+
+def _hidden_reference(check_id: str, expected) -> list[dict]:
+    """What the reference run logs for a hidden check: its oracle value, marked hidden, then its verdict."""
+    observe, verdict = _close_record(check_id, expected, expected)
+    return [{**observe, "hidden": True, "what": "the thing"}, verdict]
+
+
+def _withheld(check_id: str, actual) -> dict:
+    """What a student's kernel logs for a hidden check: the value alone."""
+    return {"kind": "close", "id": check_id, "actual": check_log.encode(actual), "hidden": True, "withheld": True,
+            "what": "ignored", "parameters": {"rtol": 1e9, "atol": 1e9}}
+
+
+def test_hidden_checks_are_decided_by_their_values_alone() -> None:
+    reference = _hidden_reference("h", [1.0, 2.0])
+    # No verdict record is needed from the kernel, and the kernel's tolerances count for nothing.
+    assert judge_cell(reference, [_withheld("h", [1.0, 2.0])]) is None
+    wrong = judge_cell(reference, [_withheld("h", [1.0, 2.5])])
+    assert not wrong.tampering and "the thing is wrong at 1 of 2 entries" in wrong.message
+    assert not judge_cell(reference, [_withheld("h", None)]).tampering  # a missing `return` is an honest mistake
+    # The placeholder handed back, a record the grader's check did not write, a missing check: tampering.
+    from cml.checks import WITHHELD
+
+    assert judge_cell(reference, [_withheld("h", WITHHELD)]).tampering
+    assert judge_cell(reference, [_withheld("h", [WITHHELD, 1.0])]).tampering
+    assert judge_cell(reference, _close_record("h", [1.0, 2.0], [1.0, 2.0])).tampering
+    assert judge_cell(reference, []).tampering
+    # Inputs drawn from other generators than the reference's are tampering, whatever the values.
+    inputs = [{"kind": "inputs", "id": "h.inputs", "actual": check_log.encode(np.arange(3.0))}]
+    assert judge_cell(inputs + reference, inputs + [_withheld("h", [1.0, 2.0])]) is None
+    moved = [{"kind": "inputs", "id": "h.inputs", "actual": check_log.encode(np.arange(3.0) + 1)}]
+    assert judge_cell(inputs + reference, moved + [_withheld("h", [1.0, 2.0])]).tampering
 
 
 def test_large_arrays_are_compared_on_a_sample_of_equal_real_shape() -> None:
@@ -114,7 +147,7 @@ def test_large_arrays_are_compared_on_a_sample_of_equal_real_shape() -> None:
     assert len(json.dumps(reference)) < 3 * check_log.MAX_LOGGED_VALUES * 8
     assert judge_cell(reference, _close_record("big", big.copy(), 0)) is None
     assert judge_cell(reference, _close_record("big", big + 1.0, 0))
-    assert "shape" in judge_cell(reference, _close_record("big", big.reshape(400, 300), 0))
+    assert "shape" in judge_cell(reference, _close_record("big", big.reshape(400, 300), 0)).message
 
 
 def test_check_log_values_round_trip_and_refuse_objects() -> None:

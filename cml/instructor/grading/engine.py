@@ -283,6 +283,7 @@ class GradingWorker:
         execute.working_directory = str(home / "work")
         execute.report = config.CheckVerdicts.report = report
         execute.stop_after = list(job.stop_after)
+        execute.probe_integrity = True
         execute.kernel_manager_class = GradingKernelManager
         self.zygotes.use_modules(self._preloaded(job, sources))
         execute.zygotes = self.zygotes
@@ -292,6 +293,7 @@ class GradingWorker:
             reference = Path(settings.templates) / f"{job.assignment}.reference.json"
             if reference.exists():
                 execute.check_log = str(home / "checks.jsonl")
+                execute.oracles = "withhold"
                 config.CheckVerdicts.reference_file = str(reference)
         if settings.sandbox:
             policy = SandboxPolicy(home=str(home), uid=self.uid, environment=self._kernel_variables(home),

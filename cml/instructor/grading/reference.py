@@ -59,6 +59,7 @@ def _reference_cells(path: Path, source: Path, seed: int, scratch: Path, sockets
     config.KernelManager.transport = "ipc"  # as the students' kernels, and without TCP's warning on stderr
     config.KernelManager.ip = str(sockets)
     executor = ResilientExecute(config=config, timeout=timeout, check_log=str(scratch / f"{path.stem}.checks.jsonl"),
+                                oracles="mark",
                                 extra_environment={**(environment or {}), SEED_VARIABLE: str(seed)})
     resources: dict[str, Any] = {"metadata": {"path": str(folder)}}
     notebook, resources = executor.preprocess(nbformat.read(path, as_version=4), resources)

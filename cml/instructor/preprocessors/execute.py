@@ -5,7 +5,8 @@ a segfault, the memory or time limit). :class:`ResilientExecute` instead gives t
 an error output that names the reason, and every later code cell a "not run" error, so that nbgrader's
 own rule (a grade cell with an error scores zero) keeps the points of the cells graded before the crash
 and gives zero to the rest. It also caps the output one cell may produce, before it reaches memory,
-and collects the check log (:mod:`cml.check_log`) cell by cell, for verdicts given outside the kernel.
+and collects the check log (:mod:`cml.check_log`) cell by cell, for verdicts given outside the kernel; in a
+student's run the hidden tests run without their oracles (:mod:`cml.instructor.oracles`).
 
 What it learns goes into an :class:`ExecutionReport` the caller hands it through the configuration
 (``ResilientExecute.report``), as does the source of an outside verdict (``interruption_source``: the
@@ -14,6 +15,7 @@ watchdog's, when it killed the kernel), so that no state passes through module g
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -29,11 +31,12 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Any as AnyTrait
-from traitlets import Callable, Dict, Instance, Integer, List, Unicode
+from traitlets import Bool, Callable, Dict, Enum, Instance, Integer, List, Unicode
 
 from cml.check_log import LOG_VARIABLE
 from cml.instructor.cells import cell_kind, grade_id
 from cml.instructor.defaults import MAX_OUTPUT_BYTES
+from cml.instructor.oracles import hidden_tests_for_kernel
 
 __all__ = ["CHECK_RECORDS", "KERNEL_STOPPED", "NOT_RUN", "ExecutionReport", "ResilientExecute"]
 
@@ -122,6 +125,15 @@ class ResilientExecute(Execute):
                       "zero as not run). For the instructor's described submissions, which need not run the cells "
                       "after the last one they must lose.").tag(config=True)
 
+    oracles = Enum(["keep", "mark", "withhold"], "keep", help="What the kernel runs of the hidden tests' oracles "
+                   "(cml.instructor.oracles): 'keep' the cells as written; 'mark' every oracle for the grader (the "
+                   "reference run); 'withhold' them (a student's run: the kernel logs values, the grader judges)."
+                   ).tag(config=True)
+
+    probe_integrity = Bool(False, help="Ask the kernel, before the first answer cell and after the last cell, "
+                           "whether the functions the tests rely on were replaced (cml.integrity); a replacement is "
+                           "reported as a problem.").tag(config=True)
+
     zygotes = AnyTrait(None, allow_none=True, help="Zygotes to fork kernels from (given to the kernel manager, "
                        "a GradingKernelManager); None: every kernel starts afresh.").tag(config=True)
 
@@ -131,6 +143,8 @@ class ResilientExecute(Execute):
         ids = [grade_id(cell) for cell in nb.cells]
         stops = [index for index, identifier in enumerate(ids) if identifier and identifier in self.stop_after]
         self._last_cell = stops[-1] if stops else len(nb.cells)
+        self._final_cell = min(self._last_cell, len(nb.cells) - 1)
+        self._captured = False
         self._output_bytes: dict[int, int] = {}
         self._exit_code: int | None = None
         self._log_offset = 0
@@ -162,15 +176,49 @@ class ResilientExecute(Execute):
         started = time.perf_counter()
         if self.report.first_answer_seconds is None and cell_kind(cell) in ("solution", "manual"):
             self.report.first_answer_seconds = started - self._requested
+        if self.probe_integrity and not self._captured and cell_kind(cell) in ("solution", "manual"):
+            self._captured = self._ask_kernel("__import__('cml.integrity').integrity.capture()") is not None
+        written = cell.source
+        if self.oracles != "keep" and cell_kind(cell) == "tests" and cell.cell_type == "code":
+            cell.source = hidden_tests_for_kernel(written, withhold=self.oracles == "withhold")
         try:
-            return super().preprocess_cell(cell, resources, index)
+            result = super().preprocess_cell(cell, resources, index)
         except Exception:
             self._exit_code = self._kernel_exit_code()
             raise
         finally:
+            cell.source = written  # the graded notebook keeps the cell as the instructor wrote it
             self.report.cell_seconds += time.perf_counter() - started
             if self.check_log and isinstance(resources, dict) and cell.cell_type == "code":
                 resources[CHECK_RECORDS][index] = self._read_check_log()
+        if index == self._final_cell and self._captured:
+            self._report_replaced_functions()
+        return result
+
+    def _ask_kernel(self, expression: str) -> str | None:
+        """The ``repr`` of ``expression`` evaluated silently in the kernel (nothing reaches the notebook), or None
+        when the kernel does not answer it."""
+        try:
+            message_id = self.kc.execute("", silent=True, store_history=False, user_expressions={"value": expression})
+            reply = self.wait_for_reply(message_id)
+            value = (reply or {}).get("content", {}).get("user_expressions", {}).get("value", {})
+            return value.get("data", {}).get("text/plain") if value.get("status") == "ok" else None
+        except Exception:  # noqa: BLE001 - a kernel that cannot answer is reported by the caller
+            return None
+
+    def _report_replaced_functions(self) -> None:
+        answer = self._ask_kernel("__import__('cml.integrity').integrity.replaced()")
+        try:  # the kernel's answer is the repr of a JSON string; anything else is refused
+            replaced = json.loads(ast.literal_eval(answer)) if answer and len(answer) < 100_000 else None
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            replaced = None
+        if replaced is None or not isinstance(replaced, list):
+            self.report.problems.append("the kernel did not say whether the functions the tests rely on were "
+                                        "replaced (its answer was missing or malformed: likely tampering)")
+        elif replaced:
+            names = ", ".join(str(name)[:80] for name in replaced[:12])
+            self.report.problems.append(f"the notebook replaced functions the tests rely on: {names} (likely "
+                                        "tampering with the tests)")
 
     def _read_check_log(self) -> list[dict]:
         """The records the kernel appended since the last cell (malformed lines are dropped: the file is the

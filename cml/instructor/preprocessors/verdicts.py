@@ -8,11 +8,16 @@ inputs from, or append fake records. So the grader does not take the kernel's wo
    check logs the values it compares (:mod:`cml.check_log`). That is the *reference* log of each grade
    cell: which checks run, in which order, their oracle values and tolerances (:func:`record_reference`).
 2. Each student's notebook runs with the same seed and logs the same way.
+   The hidden tests run there without their oracles (:mod:`cml.instructor.oracles`): each hidden check
+   only logs the student's value, and its verdict is given here.
 3. :class:`CheckVerdicts`, an nbgrader preprocessor running in the grading worker, walks each grade cell
    that passed in the kernel: every check of the reference log must appear in the student's log, in
    order, and the student's value must agree with the *reference run's* oracle value under the
-   reference's tolerance, compared here with clean NumPy. A cell that passed in the kernel but fails
-   here gets an error output (so nbgrader scores it zero) and the submission is flagged.
+   reference's tolerance, compared here with clean NumPy. A hidden check that fails here is an honest
+   failure: the cell gets the check's message as an error output (so nbgrader scores it zero), as it would
+   have in the kernel. Any other disagreement (a visible check that passed inside but not here, a check that
+   never reported, a value that is the withheld placeholder) can only be tampering: the cell scores zero and
+   the submission is flagged.
 
 What this cannot see is documented in the README (*Tamper-proof verdicts*): a check whose value the test
 derives from the student's own code (``check_true`` conditions, an accuracy of the student's model) has
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from nbformat import NotebookNode
@@ -36,10 +41,13 @@ from cml.check_log import UndecodableValue, decode, sampled_shape
 from cml.instructor.cells import grade_id, is_grade
 from cml.instructor.preprocessors.execute import CHECK_RECORDS, ExecutionReport
 
-__all__ = ["VERDICT_MISMATCH", "CheckVerdicts", "has_error", "judge_cell", "graded_code_id"]
+__all__ = ["HIDDEN_CHECK_FAILED", "VERDICT_MISMATCH", "CheckVerdicts", "Judgement", "has_error", "judge_cell",
+           "graded_code_id"]
 
 VERDICT_MISMATCH = "VerdictMismatch"
 """``ename`` of the error given to a grade cell that passed in the kernel but not in the grader."""
+HIDDEN_CHECK_FAILED = "CheckFailed"
+"""``ename`` of the error given to a grade cell whose hidden check, judged by the grader, failed (as in the kernel)."""
 
 
 def graded_code_id(cell: NotebookNode) -> str | None:
@@ -63,6 +71,11 @@ def _judge(reference: dict, student: dict) -> None:
         return
     if kind == "skip":
         return
+    if kind == "inputs":
+        if student.get("actual") != reference.get("actual"):
+            raise checks.CheckFailed(check_id, "the inputs this test drew differ from the reference run's with the same "
+                                     "seed: the notebook changed the random generators the tests draw from.")
+        return
     # A derived expected value comes from the student's code: only the comparison can be given again.
     expected_record = (student if reference.get("derived") else reference).get("expected")
     actual, expected = decode(student.get("actual")), decode(expected_record)
@@ -70,63 +83,91 @@ def _judge(reference: dict, student: dict) -> None:
     if real_shapes[0] != real_shapes[1]:  # large arrays are compared on samples, which must come from equal shapes
         checks.check_true(check_id, False, f"the result should have shape {real_shapes[1]}, got {real_shapes[0]}.")
     parameters = reference.get("parameters", {})
+    what = str(reference.get("what", "the result"))
     if kind == "close":
-        checks.check_close(check_id, actual, expected, rtol=parameters["rtol"], atol=parameters["atol"])
+        checks.check_close(check_id, actual, expected, rtol=parameters["rtol"], atol=parameters["atol"], what=what)
     elif kind == "equal":
-        checks.check_equal(check_id, actual, expected)
+        checks.check_equal(check_id, actual, expected, what=what)
     elif kind == "shape":
         checks.check_true(check_id, _shape(actual) == _shape(expected),
-                          f"the result should have shape {_shape(expected)}, got {_shape(actual)}.")
+                          f"{what} should have shape {_shape(expected)}, got {_shape(actual)}.")
     elif kind == "gradient":
-        checks.check_shape(check_id, np.asarray(actual), np.shape(expected), what="the gradient")
+        checks.check_shape(check_id, np.asarray(actual), np.shape(expected), what=what)
         error = checks.rel_error(actual, expected)
         checks.check_true(check_id, error <= parameters["tolerance"],
-                          f"the gradient disagrees with the reference's finite differences (relative error {error:.2e}).")
+                          f"{what} disagrees with a finite-difference estimate (relative error {error:.2e}, allowed "
+                          f"{parameters['tolerance']:.0e}). Check signs, missing factors and which terms are summed.")
     elif kind == "accuracy":
         value = float(np.asarray(actual, dtype=np.float64).reshape(-1)[0])
         checks.check_true(check_id, 0.0 <= value <= 1.0 and value >= float(expected),
                           f"the accuracy {value:.3f} does not reach {float(expected):.3f}.")
     elif kind == "parameters":
-        _judge_parameters(check_id, actual, expected, parameters)
+        _judge_parameters(check_id, actual, expected, parameters, what)
     else:
         checks.check_true(check_id, False, f"the grader does not know checks of kind {kind!r}.")
 
 
-def _judge_parameters(check_id: str, actual: Any, expected: Any, parameters: dict) -> None:
+def _judge_parameters(check_id: str, actual: Any, expected: Any, parameters: dict, what: str) -> None:
     if not isinstance(actual, dict) or set(actual) != set(expected):
-        checks.check_true(check_id, False, "the model's parameters are not the expected ones.")
+        checks.check_true(check_id, False, f"{what}: the model's parameters are not the expected ones.")
     for name, target in expected.items():
         value = np.asarray(actual[name], dtype=np.float64)
         target = np.asarray(target, dtype=np.float64)
         checks.check_true(check_id, value.shape == target.shape and
                           bool(np.allclose(value, target, rtol=parameters["rtol"], atol=parameters["atol"])),
-                          f"the parameter '{name}' differs from the reference's.")
+                          f"{what}: '{name}' differs from the expected values. Each batch should take exactly one "
+                          "step on that batch's gradient: zero the gradients, compute the loss on the model's raw "
+                          "outputs (logits), backpropagate, step.")
 
 
-def judge_cell(reference: list[dict], student: list[dict]) -> str | None:
+class Judgement(NamedTuple):
+    """Why a grade cell fails outside the kernel."""
+
+    message: str
+    tampering: bool
+    """True: the kernel's word disagrees with the grader's (the cell passed inside, a check is missing or was handed
+    the withheld placeholder), which only tampering explains. False: a hidden check, judged here as it is for
+    everyone, found the student's value wrong: an honest failure."""
+
+
+def _holds_placeholder(record: dict) -> bool:
+    return checks.WITHHELD_REPR in json.dumps(record.get("actual"))
+
+
+def judge_cell(reference: list[dict], student: list[dict]) -> Judgement | None:
     """``None`` when the student's log of one grade cell holds every reference check, in order, each passing
     against the reference's values; otherwise why not.
 
     Each reference record is matched with the *first* student record of the same kind and id after the
     previous match, and judged there: extra records (the student's own, or forged ones) are skipped, but a
-    forged record cannot be followed by a second guess.
+    forged record cannot be followed by a second guess. The checks of the hidden tests (``hidden`` records) are
+    decided by their values alone: the kernel never saw their oracles, so its verdict records say nothing.
     """
+    hidden = {record.get("id") for record in reference if record.get("hidden") and record.get("kind") != "verdict"}
     position = 0
     check_log.suspended = True
     try:
         for expected in reference:
             key = (expected.get("kind"), expected.get("id"))
+            if key[0] == "verdict" and key[1] in hidden:
+                continue
             match = next((index for index in range(position, len(student))
                           if (student[index].get("kind"), student[index].get("id")) == key), None)
             if match is None:
-                return f"the check [{key[1]}] never reported its result to the grader"
+                return Judgement(f"the check [{key[1]}] never reported its result to the grader", True)
             position = match + 1
+            if expected.get("hidden") and _holds_placeholder(student[match]):
+                return Judgement(f"the check [{key[1]}] was handed the grader's placeholder for its expected value "
+                                 "instead of a value the student's code computed", True)
+            if expected.get("hidden") and not student[match].get("withheld"):
+                return Judgement(f"the check [{key[1]}] was not logged by the grader's own check function (a check "
+                                 "replaced, or a forged record)", True)
             try:
                 _judge(expected, student[match])
             except checks.CheckFailed as failure:
-                return str(failure)
+                return Judgement(str(failure), not expected.get("hidden"))
             except (UndecodableValue, KeyError, TypeError, ValueError) as error:
-                return f"the check [{key[1]}] reported an unreadable value ({type(error).__name__})"
+                return Judgement(f"the check [{key[1]}] reported an unreadable value ({type(error).__name__})", True)
     finally:
         check_log.suspended = False
     return None
@@ -148,11 +189,21 @@ class CheckVerdicts(NbGraderPreprocessor):
         logged = resources.get(CHECK_RECORDS, {})
         for index, cell in enumerate(nb.cells):
             grade_id = graded_code_id(cell)
-            if grade_id not in cells or cells[grade_id]["failed"] or has_error(cell):
+            if grade_id not in cells or has_error(cell):
                 continue
-            reason = judge_cell(cells[grade_id]["records"], logged.get(index, []))
-            if reason is None:
+            if cells[grade_id]["failed"]:
+                if any(record.get("withheld") for record in logged.get(index, [])):
+                    self.report.problems.append(f"{grade_id}: the solution fails this cell in the reference run, so "
+                                                "its hidden checks could not be judged; the kernel's score stands")
                 continue
+            judgement = judge_cell(cells[grade_id]["records"], logged.get(index, []))
+            if judgement is None:
+                continue
+            if not judgement.tampering:
+                cell.outputs.append(new_output("error", ename=HIDDEN_CHECK_FAILED, evalue=judgement.message,
+                                               traceback=[f"{HIDDEN_CHECK_FAILED}: {judgement.message}"]))
+                continue
+            reason = judgement.message
             self.report.problems.append(f"{grade_id} passed in the notebook but not the grader's own check "
                            f"(likely tampering with the tests): {reason}")
             explanation = (f"{VERDICT_MISMATCH}: the tests in this cell passed inside the notebook, but the grader's "
