@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from cml.instructor.cells import HIDDEN_MARKERS, Markers, Role, marked_lines
 
 __all__ = ["ORACLE_ARGUMENTS", "ORACLE_MARKERS", "HiddenRegion", "OracleError", "hidden_regions",
-           "hidden_tests_for_kernel", "oracle_problems", "withheld_checks"]
+           "hidden_tests_for_kernel", "oracle_helpers", "oracle_problems", "withheld_checks"]
 
 ORACLE_MARKERS = Markers("BEGIN ORACLE", "END ORACLE")
 ORACLE_ARGUMENTS = {"check_close": (2, "expected"), "check_equal": (2, "expected"),
@@ -217,18 +217,38 @@ def withheld_checks(source: str) -> int:
     return sum(len(_oracle_arguments(_parse(region.text, "a hidden-test region"))) for region in hidden_regions(source))
 
 
-def oracle_problems(source: str) -> list[str]:
+def oracle_helpers(sources: list[str]) -> set[str]:
+    """The functions defined in ``sources`` (cells' code, outside their hidden regions) that call a check with an
+    oracle: called from a hidden region, they would compute a hidden oracle in the student's kernel."""
+    helpers: set[str] = set()
+    for source in sources:
+        visible = "\n".join(line for line, role in marked_lines(source, HIDDEN_MARKERS, strict=False)
+                            if role is Role.OUTSIDE)
+        try:
+            tree = ast.parse(visible)
+        except SyntaxError:
+            continue
+        helpers |= {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and _oracle_arguments(node)}
+    return helpers
+
+
+def oracle_problems(source: str, helpers: set[str] = frozenset()) -> list[str]:
     """Where a test cell breaks the convention (empty: it keeps it).
 
     * an oracle block outside a hidden region, or a hidden region that is not whole statements;
-    * a hidden region without a value check whose oracle the grader holds;
+    * no value check in the hidden tests whose oracle the grader holds (every graded cell needs one: its points
+      must not rest on visible checks or checks decided in the kernel alone);
     * a name bound in a hidden region outside an oracle block and read only inside oracle arguments: a value
-      computed only for an oracle, which would be computed in the student's kernel.
+      computed only for an oracle, which would be computed in the student's kernel;
+    * a hidden region that calls one of ``helpers`` (:func:`oracle_helpers`): its checks' oracles are not in the
+      hidden region, so they cannot be withheld.
     """
     problems: list[str] = []
     outside = [line for line, role in marked_lines(source, HIDDEN_MARKERS, strict=False) if role is Role.OUTSIDE]
     if any(ORACLE_MARKERS.begin in line or ORACLE_MARKERS.end in line for line in outside):
         problems.append("an oracle block outside the hidden tests")
+    judged = 0
     for region in hidden_regions(source):
         try:
             tree = _parse("\n".join(_withhold_oracle_blocks(region.lines)), "a hidden-test region")
@@ -236,9 +256,7 @@ def oracle_problems(source: str) -> list[str]:
             problems.append(str(error))
             continue
         arguments = _oracle_arguments(tree)
-        if not arguments:
-            problems.append("a hidden region without a value check the grader judges (check_close, check_equal, "
-                            "check_shape or check_gradient with an oracle)")
+        judged += len(arguments)
         # What the kernel computes itself: everything but the oracle arguments and the oracle blocks' bindings.
         skipped = {id(node) for argument in arguments for node in ast.walk(argument)}
         skipped |= {id(node) for statement in ast.walk(tree) if _is_withheld_binding(statement)
@@ -247,10 +265,17 @@ def oracle_problems(source: str) -> list[str]:
                           and isinstance(node.ctx, ast.Load) and id(node) not in skipped}
         read_by_oracles = {node.id for argument in arguments for node in ast.walk(argument)
                            if isinstance(node, ast.Name)}
+        called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+        for name in sorted(called & set(helpers)):
+            problems.append(f"the hidden tests call {name}(), whose checks compute their oracles outside the hidden "
+                            "region: write the hidden checks in the hidden region")
         for name in _bound_names(tree, frozenset(skipped)):
             if name in read_by_oracles and name not in read_by_kernel:
                 problems.append(f"{name!r} is computed in the kernel only for an oracle: move it into the check's "
                                 "expected argument or an oracle block")
+    if not judged:
+        problems.append("no hidden value check the grader judges (a check_close, check_equal, check_shape, "
+                        "check_gradient or check_parameters_close with an oracle, in the hidden tests)")
     return problems
 
 
