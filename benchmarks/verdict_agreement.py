@@ -4,13 +4,15 @@
 
 Every case of ``tests/submissions/<assignment>/`` (correct alternatives and wrong answers, with
 ``--more`` the further variants too) is an honest submission: none tampers with the tests. It is graded
-by ``cml-course grade`` with its out-of-kernel verdicts; a grade cell that passed in the kernel but was
-zeroed by the grader's own comparison (``VerdictMismatch``) is a disagreement, and there must be none.
+by ``cml-course grade`` with its out-of-kernel verdicts (the hidden tests' oracles withheld from the kernel); a
+grade cell flagged as likely tampering (``VerdictMismatch``: a visible check that passed inside but not outside,
+a check missing from the log, the placeholder handed back) is a disagreement, and there must be none.
 Printed: per assignment, submissions, disagreements (with their reasons), any problem of the
 reference runs, and the grading seed.
 
-With ``--timing`` the same class is graded again without the verdicts, and the wall times of both runs
-are printed with the overhead of the verdicts (the reference runs and the comparisons) in percent.
+With ``--timing`` the same class is graded again without the verdicts (every hidden check then judged in the
+kernel, with its oracle), and the wall times of both runs are printed with the overhead of the verdicts (the
+reference runs, the comparisons) in percent, and every submission whose score differs between the two.
 """
 
 from __future__ import annotations
@@ -78,12 +80,21 @@ def main(argv: list[str] | None = None) -> int:
         for note in run.reference_problems:
             print(f"reference problem: {note}")
         print(f"with verdicts: {with_verdicts:.1f} s; grading seed {run.grading_seed}")
+        different = []
         if arguments.timing:
             started = time.perf_counter()
-            grade_class(course, submitted, root / "without", assignments, verdicts=False, **options)
+            plain = grade_class(course, submitted, root / "without", assignments, verdicts=False, **options)
             without = time.perf_counter() - started
             print(f"without verdicts: {without:.1f} s; the verdicts add {100 * (with_verdicts / without - 1):.1f}%")
-        return 1 if disagreements or run.reference_problems else 0
+            # Without verdicts every hidden check is judged in the kernel, with its oracle: the scores must agree.
+            in_kernel = {(o.student, o.assignment): o.code_total() for o in plain.outcomes}
+            different = [(o.student, o.assignment, in_kernel.get((o.student, o.assignment)), o.code_total())
+                         for o in run.outcomes if in_kernel.get((o.student, o.assignment)) != o.code_total()]
+            print(f"scores judged outside the kernel vs inside: {len(run.outcomes) - len(different)} identical, "
+                  f"{len(different)} different")
+            for student, assignment, inside, outside in different:
+                print(f"  {student}/{assignment}: {inside} inside, {outside} outside")
+        return 1 if disagreements or different or run.reference_problems else 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
