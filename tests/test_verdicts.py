@@ -163,3 +163,69 @@ def test_check_log_values_round_trip_and_refuse_objects() -> None:
         check_log.decode({"dtype": "<f8", "shape": [3], "data": "AAAA"})
     with pytest.raises(check_log.UndecodableValue):
         check_log.decode({"dtype": "|O", "shape": [1], "data": "AAAAAAAAAAA="})
+
+
+WRONG_SIGMOIDS = {
+    "sigmoid": "def sigmoid(x):\n    return 1 / (1 + np.exp(np.asarray(x, dtype=float)))",
+    "d_sigmoid": "def d_sigmoid(x):\n    return np.asarray(x, dtype=float) * (1 - np.asarray(x, dtype=float))",
+}
+REBIND = '''import cml.checks
+_real_check_close = cml.checks.check_close
+def _hand_back(check_id, actual, expected, **options):
+    return _real_check_close(check_id, expected, expected, **options)
+cml.checks.check_close = check_close = _hand_back
+'''
+TABLE_SIGMOID = '''import sys
+_VISIBLE = {0.0: 0.5, -1.0: 0.2689414213699951, 2.0: 0.8807970779778823, -1000.0: 0.0, 1000.0: 1.0}
+def _stolen():
+    return None
+def sigmoid(x):
+    found = _stolen()
+    if found is not None:
+        return found
+    return np.vectorize(lambda value: _VISIBLE.get(float(value), 0.5), otypes=[float])(np.asarray(x, dtype=float))
+'''
+"""A wrong sigmoid that knows only the visible tests' answers."""
+READ_GLOBALS = TABLE_SIGMOID.replace("def _stolen():\n    return None", """def _stolen():
+    return sys._getframe(2).f_globals.get("_expected")""")
+"""The same, returning the test's expected value when its caller's globals hold one."""
+
+
+def test_attacks_on_the_course_itself_gain_nothing_and_are_flagged() -> None:
+    """01_neuron with a wrong sigmoid and d_sigmoid, graded honestly, then with check_close rebound to hand the
+    expected value back (the attack that scored 19/25 instead of 12/25 while hidden oracles ran in the kernel),
+    then a sigmoid that knows only the visible answers, honest and reading the test's expected value from its
+    caller's globals."""
+    from cml.instructor.testing.cases import run_cases
+    from cml.instructor.testing.submissions import Case
+
+    cases = [Case("honest", "01_neuron", "wrong sigmoid and d_sigmoid", cells=WRONG_SIGMOIDS),
+             Case("rebind", "01_neuron", "the same, check_close rebound",
+                  cells={**WRONG_SIGMOIDS, "sigmoid": REBIND + WRONG_SIGMOIDS["sigmoid"]}),
+             Case("table", "01_neuron", "a sigmoid that knows the visible answers only",
+                  cells={**WRONG_SIGMOIDS, "sigmoid": TABLE_SIGMOID}),
+             Case("read_globals", "01_neuron", "the same, the caller's globals read",
+                  cells={**WRONG_SIGMOIDS, "sigmoid": READ_GLOBALS})]
+    results = {result.case.name: result.outcome for result in run_cases(cases, REPO, jobs=2, full=True,
+                                                                         release_root=REPO / "release")}
+    for attack, honest in (("rebind", "honest"), ("read_globals", "table")):
+        assert results[honest].status == "graded", results[honest].notes
+        outcome = results[attack]
+        assert outcome.code_total() <= results[honest].code_total(), (attack, outcome.code_total())
+        assert outcome.status == "flagged" and any("likely tampering" in note for note in outcome.notes), outcome.notes
+
+
+def test_a_cell_that_stopped_with_an_error_is_searched_for_tampering_only() -> None:
+    from cml.checks import WITHHELD
+
+    visible = _close_record("v", 1.0, 1.0)
+    reference = visible + _hidden_reference("h1", [1.0]) + _hidden_reference("h2", [2.0])
+    failed_visible = _close_record("v", 5.0, 1.0)
+    failed_visible[1]["passed"] = False
+    # An honest visible failure, then the error: nothing more to say (the cell scores zero already).
+    assert judge_cell(reference, failed_visible, complete=False) is None
+    # A wrong hidden value, then the placeholder handed back, then the error: tampering, though a failure came first.
+    stolen = visible + [_withheld("h1", [9.0]), _withheld("h2", WITHHELD)]
+    assert judge_cell(reference, stolen, complete=False).tampering
+    assert judge_cell(reference, stolen).tampering
+    assert not judge_cell(reference, visible + [_withheld("h1", [9.0]), _withheld("h2", [2.0])]).tampering

@@ -134,17 +134,22 @@ def _holds_placeholder(record: dict) -> bool:
     return checks.WITHHELD_REPR in json.dumps(record.get("actual"))
 
 
-def judge_cell(reference: list[dict], student: list[dict]) -> Judgement | None:
+def judge_cell(reference: list[dict], student: list[dict], *, complete: bool = True) -> Judgement | None:
     """``None`` when the student's log of one grade cell holds every reference check, in order, each passing
-    against the reference's values; otherwise why not.
+    against the reference's values; otherwise why not: the first sign of tampering if there is one (the whole log
+    is searched for it), else the first hidden check that failed.
 
     Each reference record is matched with the *first* student record of the same kind and id after the
     previous match, and judged there: extra records (the student's own, or forged ones) are skipped, but a
     forged record cannot be followed by a second guess. The checks of the hidden tests (``hidden`` records) are
     decided by their values alone: the kernel never saw their oracles, so its verdict records say nothing.
+    ``complete=False``: the cell stopped with an error, so the log may end early and the kernel's verdicts on
+    visible checks may be that error: only the hidden checks and the inputs are judged, and a missing check ends
+    the judging instead of counting as tampering.
     """
     hidden = {record.get("id") for record in reference if record.get("hidden") and record.get("kind") != "verdict"}
     position = 0
+    failure: Judgement | None = None
     check_log.suspended = True
     try:
         for expected in reference:
@@ -154,22 +159,35 @@ def judge_cell(reference: list[dict], student: list[dict]) -> Judgement | None:
             match = next((index for index in range(position, len(student))
                           if (student[index].get("kind"), student[index].get("id")) == key), None)
             if match is None:
+                if not complete:
+                    break
                 return Judgement(f"the check [{key[1]}] never reported its result to the grader", True)
             position = match + 1
-            if expected.get("hidden") and _holds_placeholder(student[match]):
-                return Judgement(f"the check [{key[1]}] was handed the grader's placeholder for its expected value "
-                                 "instead of a value the student's code computed", True)
-            if expected.get("hidden") and not student[match].get("withheld"):
-                return Judgement(f"the check [{key[1]}] was not logged by the grader's own check function (a check "
-                                 "replaced, or a forged record)", True)
-            try:
-                _judge(expected, student[match])
-            except checks.CheckFailed as failure:
-                return Judgement(str(failure), not expected.get("hidden"))
-            except (UndecodableValue, KeyError, TypeError, ValueError) as error:
-                return Judgement(f"the check [{key[1]}] reported an unreadable value ({type(error).__name__})", True)
+            if not complete and not expected.get("hidden") and key[0] != "inputs":
+                continue  # the kernel's own verdict on a visible check may be the very error the cell stopped with
+            judgement = _judge_record(expected, student[match])
+            if judgement is not None and judgement.tampering:
+                return judgement
+            failure = failure or judgement
     finally:
         check_log.suspended = False
+    return failure
+
+
+def _judge_record(expected: dict, record: dict) -> Judgement | None:
+    check_id = expected.get("id")
+    if expected.get("hidden") and _holds_placeholder(record):
+        return Judgement(f"the check [{check_id}] was handed the grader's placeholder for its expected value instead "
+                         "of a value the student's code computed", True)
+    if expected.get("hidden") and not record.get("withheld"):
+        return Judgement(f"the check [{check_id}] was not logged by the grader's own check function (a check "
+                         "replaced, or a forged record)", True)
+    try:
+        _judge(expected, record)
+    except checks.CheckFailed as failure:
+        return Judgement(str(failure), not expected.get("hidden"))
+    except (UndecodableValue, KeyError, TypeError, ValueError) as error:
+        return Judgement(f"the check [{check_id}] reported an unreadable value ({type(error).__name__})", True)
     return None
 
 
@@ -189,15 +207,16 @@ class CheckVerdicts(NbGraderPreprocessor):
         logged = resources.get(CHECK_RECORDS, {})
         for index, cell in enumerate(nb.cells):
             grade_id = graded_code_id(cell)
-            if grade_id not in cells or has_error(cell):
+            if grade_id not in cells:
                 continue
             if cells[grade_id]["failed"]:
-                if any(record.get("withheld") for record in logged.get(index, [])):
+                if any(record.get("withheld") for record in logged.get(index, [])) and not has_error(cell):
                     self.report.problems.append(f"{grade_id}: the solution fails this cell in the reference run, so "
                                                 "its hidden checks could not be judged; the kernel's score stands")
                 continue
-            judgement = judge_cell(cells[grade_id]["records"], logged.get(index, []))
-            if judgement is None:
+            errored = has_error(cell)  # zero already; judged only for signs of tampering before the error
+            judgement = judge_cell(cells[grade_id]["records"], logged.get(index, []), complete=not errored)
+            if judgement is None or (errored and not judgement.tampering):
                 continue
             if not judgement.tampering:
                 cell.outputs.append(new_output("error", ename=HIDDEN_CHECK_FAILED, evalue=judgement.message,
