@@ -32,6 +32,7 @@ def _reference(x):
 
 
 _expected = _reference(_x)
+_table = {key: 2 * key for key in range(3)}
 ### END ORACLE
 check_close("f.random", f(_x), _expected, rtol=1e-9,
             what="f of a random vector")
@@ -48,7 +49,7 @@ def test_a_students_kernel_runs_the_hidden_tests_without_any_oracle() -> None:
     assert withheld.count("\n") == CELL.count("\n")  # tracebacks point where they would have
     assert "_reference(" not in withheld and "2 * x" not in withheld
     assert withheld.count("checks.WITHHELD") == 3  # two expected arguments and the oracle block's binding
-    assert "_reference = _expected = " in withheld
+    assert "_reference = _expected = _table = " in withheld  # not `key`: a comprehension's variable is its own
     assert 'check_close("f.visible", f(1.0), 2.0)' in withheld  # visible checks keep their oracles
     assert "f(_x), f(_x), expected_from_student=True" in withheld  # a check of the student's own values stays
     namespace = {"np": np, "grading_seed": checks.grading_seed, "f": lambda x: 2 * np.asarray(x),

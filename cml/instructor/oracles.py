@@ -121,8 +121,8 @@ def _oracle_arguments(tree: ast.AST) -> list[ast.expr]:
 
 
 def _bound_names(tree: ast.AST, skip: frozenset[int] = frozenset()) -> list[str]:
-    """The names a block of statements binds at its own level (not inside the functions it defines, nor inside the
-    nodes whose ``id`` is in ``skip``)."""
+    """The names a block of statements binds at its own level (not inside the functions, lambdas and comprehensions
+    it holds, nor inside the nodes whose ``id`` is in ``skip``)."""
     names: list[str] = []
 
     def visit(node: ast.AST) -> None:
@@ -131,8 +131,8 @@ def _bound_names(tree: ast.AST, skip: frozenset[int] = frozenset()) -> list[str]
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.append(node.name)
             return
-        if isinstance(node, ast.Lambda):
-            return
+        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            return  # their variables are their own
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.append(node.id)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
