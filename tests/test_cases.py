@@ -64,6 +64,9 @@ def _graded(assignment: str) -> dict[str, CaseResult]:
 def test_case_scores_as_described(case: Case) -> None:
     result = _graded(case.assignment)[case.name]
     assert not result.failures, f"{case.description}:\n" + "\n".join(result.failures)
+    # No honest submission is taken for tampering: the verdicts given outside the kernel agree with the kernel.
+    suspected = [note for note in result.notes if "likely tampering" in note]
+    assert not suspected, f"{case.description}: flagged as tampering: {suspected}"
     if case.name == "solution":
         noisy = [cell.grade_id for cell in result.grade.cells if cell.error]
         assert not noisy, f"grade cells with errors or stderr output under the reference solution: {noisy}"

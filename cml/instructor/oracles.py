@@ -12,10 +12,15 @@ The convention that makes the oracles removable, inside each ``BEGIN HIDDEN TEST
 * the oracle of a value check is the check's expected argument: ``expected`` of
   :func:`~cml.checks.check_close` and :func:`~cml.checks.check_equal`, ``expected_shape`` of
   :func:`~cml.checks.check_shape`, ``function`` of :func:`~cml.checks.check_gradient` (whose finite differences
-  are the oracle), unless the call says ``expected_from_student=True`` (a second run of the student's code that
-  must reproduce the first: that value is the student's, and the check stays in the kernel);
+  are the oracle), ``expected`` of :func:`~cml.torch_checks.check_parameters_close`, unless the call says
+  ``expected_from_student=True`` (a second run of the student's code that must reproduce the first: that value is
+  the student's, and the check stays in the kernel);
 * whatever only an oracle needs (a reference implementation, a reference loop, an import) stands between
-  ``### BEGIN ORACLE`` and ``### END ORACLE`` lines.
+  ``### BEGIN ORACLE`` and ``### END ORACLE`` lines. A block runs in the reference run only, so it must not draw
+  from a generator the test draws from later, nor change anything the test reads later (a reference epoch that
+  draws from torch's global generator runs inside ``torch.random.fork_rng``).
+* the hidden checks are written in the hidden region itself: a helper defined in the visible part cannot have its
+  oracles withheld, so a hidden region may not call one that checks against an oracle (:func:`oracle_helpers`).
 
 :func:`hidden_tests_for_kernel` rewrites a test cell for a grading kernel: in a student's run every expected
 argument becomes :data:`cml.checks.WITHHELD` and every oracle block binds its names to it (the kernel logs the
