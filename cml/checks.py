@@ -50,6 +50,7 @@ __all__ = [
     "hidden_oracle",
     "log_withheld",
     "log_inputs",
+    "unwrap_oracle",
 ]
 
 
@@ -107,7 +108,7 @@ def hidden_oracle(value: Any) -> HiddenOracle:
     return HiddenOracle(value)
 
 
-def _oracle(expected: Any) -> tuple[Any, bool, bool]:
+def unwrap_oracle(expected: Any) -> tuple[Any, bool, bool]:
     """``(value, hidden, withheld)`` of a check's oracle argument."""
     if expected is WITHHELD:
         return None, True, True
@@ -231,7 +232,7 @@ def _format_index(index: tuple[int, ...]) -> str:
 
 def check_shape(check_id: str, actual: Any, expected_shape: Sequence[int], *, what: str = "the result") -> None:
     """Check that ``actual`` is an array of exactly ``expected_shape``."""
-    expected_shape, hidden, withheld = _oracle(expected_shape)
+    expected_shape, hidden, withheld = unwrap_oracle(expected_shape)
     shape = tuple(actual.shape) if hasattr(actual, "shape") else np.shape(actual) if actual is not None else None
     if withheld:
         log_withheld("shape", check_id, shape, what)
@@ -262,7 +263,7 @@ def check_close(
     ``expected_from_student=True`` says that ``expected`` is computed from the student's code as well (a
     second run that must reproduce the first, say); see :mod:`cml.instructor.preprocessors.verdicts`.
     """
-    expected, hidden, withheld = _oracle(expected)
+    expected, hidden, withheld = unwrap_oracle(expected)
     if withheld:
         log_withheld("close", check_id, _host_copy(actual), what, rtol=rtol, atol=atol)
         return
@@ -298,7 +299,7 @@ def check_equal(check_id: str, actual: Any, expected: Any, *, what: str = "the r
 
     ``expected_from_student``: as for :func:`check_close`.
     """
-    expected, hidden, withheld = _oracle(expected)
+    expected, hidden, withheld = unwrap_oracle(expected)
     actual, expected = _host_copy(actual), _host_copy(expected)
     if withheld:
         log_withheld("equal", check_id, actual, what)
@@ -335,7 +336,7 @@ def check_gradient(
     Passes when :func:`rel_error` between the two is at most ``tolerance``; the shapes must match.
     ``expected_from_student``: ``function`` depends on the student's code (see :func:`check_close`).
     """
-    function, hidden, withheld = _oracle(function)
+    function, hidden, withheld = unwrap_oracle(function)
     if withheld:
         log_withheld("gradient", check_id, _host_copy(analytic_gradient), what, tolerance=tolerance)
         return

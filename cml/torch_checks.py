@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cml import check_log
-from cml.checks import WITHHELD, HiddenOracle, log_withheld, observe, record_verdict, skip
+from cml.checks import log_withheld, observe, record_verdict, skip, unwrap_oracle
 from cml.device import cuda_available
 
 __all__ = [
@@ -144,11 +144,10 @@ def check_parameters_close(
     """Every parameter of ``model`` equals the same-named one of ``expected`` (a module or a state_dict)."""
     actual = dict(model.named_parameters())
     logged = {name: value.detach().cpu() for name, value in actual.items()}
-    if expected is WITHHELD:
+    expected, hidden, withheld = unwrap_oracle(expected)
+    if withheld:
         log_withheld("parameters", check_id, logged, what, rtol=rtol, atol=atol)
         return
-    hidden = isinstance(expected, HiddenOracle)
-    expected = expected.value if hidden else expected
     reference = dict(expected.named_parameters()) if isinstance(expected, nn.Module) else dict(expected)
     if check_log.enabled():
         observe("parameters", check_id, logged, {name: value.detach().cpu() for name, value in reference.items()},
