@@ -9,8 +9,10 @@ c.CourseDirectory.root = "."
 c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 
-# Keep students' and instructors' stray files out of the release and of grading.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
+# Keep students' and instructors' stray files out of the release and of grading, and the hidden tests'
+# requirement map (source/<assignment>/requirements.toml) out of the release.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*",
+                             "requirements.toml"]
 
 # Release notebooks carry no outputs; source notebooks are stored without them as well.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

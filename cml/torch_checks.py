@@ -1,11 +1,13 @@
 """Checks for PyTorch exercises: where models and batches live, parameters after training, CUDA parity.
 
-A machine without a GPU still has a device that is not the CPU: ``meta``, whose tensors carry shapes
-but no data. Moving a model or a batch there works, and mixing it with CPU tensors raises, so a test can
-ask a training function to work on :data:`STAND_IN_DEVICE` and see, through a :class:`ForwardProbe`,
-whether the model and each batch were really moved. The probe stops the function at its first forward
-pass (nothing can be computed on ``meta``), which is all the test needs to know. Checks that need a real
-GPU go behind :func:`cuda_or_skip`, which reports them as skipped where there is none.
+A machine without a GPU still has a device that is not the CPU: :data:`STAND_IN_DEVICE` (``meta``). Inside
+:class:`~cml.stand_in.StandIn` it computes like a GPU (see :mod:`cml.stand_in`), so :func:`run_on_stand_in` runs
+a training or evaluation function to its end there and records every forward pass of its model;
+:func:`check_forward_calls` and :func:`check_device` (given the run's stand-in) then say whether the model,
+every batch, and the results were where the text says, at every step, in the right mode. Outside a
+:class:`~cml.stand_in.StandIn`, ``meta`` tensors carry shapes but no data: a :class:`ForwardProbe` stops a
+function at its first forward pass and reports where the model and the batch were then. Checks that need a
+real GPU go behind :func:`cuda_or_skip`, which reports them as skipped where there is none.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ import torch
 from torch import nn
 
 from cml import check_log
-from cml.checks import log_withheld, observe, record_verdict, skip, unwrap_oracle
+from cml.checks import log_withheld, observe, quiet, record_verdict, skip, unwrap_oracle
 from cml.device import cuda_available
+from cml.stand_in import STAND_IN_DEVICE, ForwardCall, StandIn
 
 __all__ = [
     "STAND_IN_DEVICE",
+    "StandInRun",
+    "run_on_stand_in",
+    "check_forward_calls",
     "ForwardReached",
     "Sighting",
     "ForwardProbe",
@@ -32,10 +38,6 @@ __all__ = [
     "cuda_or_skip",
     "is_probability_rows",
 ]
-
-STAND_IN_DEVICE = torch.device("meta")
-"""A device other than the CPU that every machine has; stands for a GPU in device-placement tests."""
-
 
 class ForwardReached(BaseException):
     """Raised by :class:`ForwardProbe` to stop the caller; a BaseException, so ``except Exception`` lets it by."""
@@ -101,7 +103,71 @@ def first_forward(
     return probe.sighting
 
 
-def _device_types(value: Any) -> set[str]:
+@dataclass(frozen=True)
+class StandInRun:
+    """A function run to its end on the stand-in device (:func:`run_on_stand_in`)."""
+
+    result: Any
+    forward_calls: list[ForwardCall]
+    """One record per forward pass of the watched model, in order."""
+    stand_in: StandIn
+    """Says where the result, the model and anything else the test kept are (:meth:`StandIn.device_types`)."""
+
+
+def run_on_stand_in(check_id: str, model: nn.Module, function: Callable[..., Any], *args: Any,
+                    **kwargs: Any) -> StandInRun:
+    """Call ``function(*args, **kwargs)`` (which should be asked to work on :data:`STAND_IN_DEVICE`) to its end.
+
+    The stand-in computes like a GPU: a model or batch left on the CPU makes the function raise, as it would on
+    a GPU, and so does ``.numpy()`` of a tensor still on the device. Fails ``check_id`` when the function raises
+    or never calls ``model``; warnings and stderr are swallowed (a grade cell must stay silent).
+    """
+    stand_in = StandIn()
+    failure = ""
+    result = None
+    with quiet(), stand_in, stand_in.watch(model) as calls:
+        try:
+            result = function(*args, **kwargs)
+        except Exception as error:  # the student's function failed on the stand-in device
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            failure = f"the function raised {type(error).__name__}: {first_line[:300]}."
+    if failure:
+        record_verdict(check_id, False, failure + " Asked to work on another device (the test's stand-in for a GPU), "
+                       "it should move the model and every batch there, and bring results back with .cpu() where "
+                       "they must be on the CPU.")
+    if not calls:
+        record_verdict(check_id, False, "the function returned without ever calling the model on a batch.")
+    record_verdict(check_id, True)
+    return StandInRun(result, calls, stand_in)
+
+
+def check_forward_calls(check_id: str, run: StandInRun, *, device: str | torch.device = STAND_IN_DEVICE,
+                        training: bool | None = None, grad_enabled: bool | None = None,
+                        what: str = "the model") -> None:
+    """At *every* forward pass of ``run``: the model's parameters and inputs were on ``device``; the model was in
+    training mode (``training=True``) or evaluation mode (``False``); gradients were (``grad_enabled=True``) or
+    were not (``False``) being recorded. ``None`` leaves that property unchecked."""
+    expected = torch.device(device).type
+    for index, call in enumerate(run.forward_calls, start=1):
+        where = f"at forward pass {index} of {len(run.forward_calls)}"
+        if call.parameter_devices != {expected}:
+            record_verdict(check_id, False, f"{what}'s parameters should be on the '{expected}' device {where}, found "
+                           f"on {', '.join(sorted(call.parameter_devices)) or 'no device'} (move it with model.to(device)).")
+        if call.input_devices != {expected}:
+            record_verdict(check_id, False, f"the batch given to {what} should be on the '{expected}' device {where}, "
+                           f"found on {', '.join(sorted(call.input_devices)) or 'no device'} (move it with x.to(device)).")
+        if training is not None and call.training != training:
+            mode = "training mode (model.train())" if training else "evaluation mode (model.eval())"
+            record_verdict(check_id, False, f"{what} should be in {mode} {where}.")
+        if grad_enabled is not None and call.grad_enabled != grad_enabled:
+            record_verdict(check_id, False, f"gradients should {'' if grad_enabled else 'not '}be recorded {where}"
+                           + ("" if grad_enabled else " (evaluate inside torch.no_grad())") + ".")
+    record_verdict(check_id, True)
+
+
+def _device_types(value: Any, stand_in: StandIn | None = None) -> set[str]:
+    if stand_in is not None and isinstance(value, (nn.Module, torch.Tensor, list, tuple, dict)):
+        return stand_in.device_types(value)
     if isinstance(value, nn.Module):
         tensors = [*value.parameters(), *value.buffers()]
         return {tensor.device.type for tensor in tensors}
@@ -114,14 +180,17 @@ def _device_types(value: Any) -> set[str]:
     raise TypeError(f"cannot tell the device of a {type(value).__name__}")
 
 
-def check_device(check_id: str, value: Any, device: str | torch.device, *, what: str = "the result") -> None:
+def check_device(check_id: str, value: Any, device: str | torch.device, *, what: str = "the result",
+                 stand_in: StandIn | None = None) -> None:
     """``value`` (a tensor, a module's parameters and buffers, a device, or a set of device types) is on ``device``.
 
-    Only the device type is compared, so ``"cuda"`` matches ``cuda:0``.
+    Only the device type is compared, so ``"cuda"`` matches ``cuda:0``. Pass a run's ``stand_in`` for values
+    computed by :func:`run_on_stand_in` (a tensor it holds is on :data:`STAND_IN_DEVICE`; a tuple, list or dict
+    of tensors is on ``device`` when all of them are).
     """
     expected = torch.device(device).type
     try:
-        found = _device_types(value)
+        found = _device_types(value, stand_in)
     except TypeError as error:
         record_verdict(check_id, False, f"{what} should be a tensor or a model: {error}.")
     record_verdict(
