@@ -16,8 +16,8 @@ pass (gradients) and the optimiser's step. As on a GPU:
   pass of a model, where its parameters and inputs were, its mode, and whether gradients were being recorded.
 
 The tags live in the stand-in (keyed by storage), never on the tensors, so a tagged tensor that escapes the
-``with`` block is an ordinary CPU tensor. Tagged storages are kept alive until the block ends, which is fine for
-the small models and data of a test.
+``with`` block is an ordinary CPU tensor, and the stand-in can still say where it was. Tagged storages are kept
+alive as long as the :class:`StandIn` is, which is fine for the small models and data of a test.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ class StandIn:
     def __init__(self) -> None:
         self._tagged: dict[int, torch.UntypedStorage] = {}
         self._modes: list[Any] = []
-        self.forward_calls: dict[int, list[ForwardCall]] = {}
 
     # -- tags -------------------------------------------------------------------------------------------------
     def _key(self, tensor: torch.Tensor) -> int | None:
@@ -102,11 +101,7 @@ class StandIn:
 
     def device_types(self, value: Any) -> set[str]:
         """The device types of a tensor, of a module's parameters and buffers, or of every tensor in a container."""
-        if isinstance(value, nn.Module):
-            tensors = [*value.parameters(), *value.buffers()]
-        else:
-            tensors = _tensors(value)
-        return {self.device_type(tensor) for tensor in tensors if tensor.numel() > 0}
+        return {self.device_type(tensor) for tensor in _tensors(value) if tensor.numel() > 0}
 
     # -- watching a model -------------------------------------------------------------------------------------
     @contextmanager
@@ -140,10 +135,6 @@ class StandIn:
     def __exit__(self, *exc_info: object) -> None:
         for mode in reversed(self._modes):
             mode.__exit__(*exc_info)
-
-    def close(self) -> None:
-        """Forget every tag (the tensors stay, as ordinary CPU tensors)."""
-        self._tagged.clear()
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -211,20 +202,20 @@ class _Moves(TorchFunctionMode):
             stand_in._tag(created)
             return created
         if func is torch.Tensor.cpu:
-            return self._move(args[0], _CPU, None, func, args, kwargs)
+            return self._move(args[0], _CPU, None)
         if func is torch.Tensor.to:
             tensor, rest = args[0], args[1:]
             if rest and isinstance(rest[0], torch.Tensor):
                 other = rest[0]
                 target = STAND_IN_DEVICE if stand_in.holds(other) else other.device
-                return self._move(tensor, target, other.dtype, func, args, kwargs)
+                return self._move(tensor, target, other.dtype)
             parsed = {key: value for key, value in kwargs.items() if key in ("device", "dtype", "non_blocking")}
             device, dtype, _, _ = torch._C._nn._parse_to(*rest, **parsed)
             if device is not None and (device.type == "cpu" or _is_stand_in(device)):
-                return self._move(tensor, device, dtype, func, args, kwargs)
+                return self._move(tensor, device, dtype)
         return func(*args, **kwargs)
 
-    def _move(self, tensor: torch.Tensor, target: torch.device, dtype: torch.dtype | None, func, args, kwargs):  # noqa: ANN001, ANN202
+    def _move(self, tensor: torch.Tensor, target: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
         stand_in = self.stand_in
         there_now = stand_in.holds(tensor)
         there_after = _is_stand_in(target)

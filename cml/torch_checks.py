@@ -77,6 +77,12 @@ class ForwardProbe(nn.Module):
         raise ForwardReached()
 
 
+def _summary(error: Exception) -> str:
+    """``"TypeName: first line of the message"`` (at most 300 characters of it), for a check's failure message."""
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line[:300]}"
+
+
 def first_forward(
     check_id: str, probe: ForwardProbe, function: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Sighting:
@@ -92,8 +98,7 @@ def first_forward(
     except ForwardReached:
         pass
     except Exception as error:  # the student's function failed before reaching the model
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        failure = f"the function raised {type(error).__name__}: {first_line[:300]} before its first forward pass."
+        failure = f"the function raised {_summary(error)} before its first forward pass."
     if failure:
         record_verdict(check_id, False, failure + " Asked to work on another device, it should move the model and "
                  "every batch there first.")
@@ -129,8 +134,7 @@ def run_on_stand_in(check_id: str, model: nn.Module, function: Callable[..., Any
         try:
             result = function(*args, **kwargs)
         except Exception as error:  # the student's function failed on the stand-in device
-            first_line = (str(error).strip().splitlines() or [""])[0]
-            failure = f"the function raised {type(error).__name__}: {first_line[:300]}."
+            failure = f"the function raised {_summary(error)}."
     if failure:
         record_verdict(check_id, False, failure + " Asked to work on another device (the test's stand-in for a GPU), "
                        "it should move the model and every batch there, and bring results back with .cpu() where "
