@@ -7,13 +7,16 @@ Sizes are in inches, as matplotlib means them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from numbers import Integral
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import ListedColormap
+from matplotlib.collections import LineCollection
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 __all__ = [
@@ -25,6 +28,11 @@ __all__ = [
     "training_curves",
     "confusion_matrix",
     "image_grid",
+    "network_diagram",
+    "computational_graph",
+    "convolution_step",
+    "pooling_step",
+    "dropout_masks",
 ]
 
 STYLE: Mapping[str, Any] = {
@@ -228,3 +236,451 @@ def image_grid(
             ax.set_title("\n".join(parts), fontsize="x-small", color=color)
         fig.tight_layout()
     return fig
+
+
+# --- Diagrams of the ideas: networks, computational graphs, convolution, pooling, dropout -------------------------
+# Artists carry a gid so that tests (and curious readers) can find them: "unit" (a drawn circle), "dropped unit",
+# "cross" (the line crossing out a dropped unit), "ellipsis", "window" (an outlined input window), "entry" (the
+# outlined output entry), "chosen" (the entry max pooling picks), "edge" (an arrow of a computational graph), "value"
+# and "gradient" (the numbers on its edges), "node NAME" (the box of node NAME).
+
+_LAYER_GAP = 3.0
+_UNIT_RADIUS = 0.3
+_LAYER_COLORS = {"input": "#c6dbef", "hidden": "#c7e9c0", "output": "#fdd0a2"}
+_HIGHLIGHT = "#d62728"
+
+
+def _unit_slots(size: int, max_units: int) -> list[int | None]:
+    """Indices of the units drawn for a layer of ``size`` units, top to bottom; ``None`` marks the ellipsis."""
+    if size <= max_units:
+        return list(range(size))
+    head = (max_units + 1) // 2
+    return [*range(head), None, *range(size - (max_units - head), size)]
+
+
+def _check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
+    sizes = list(layer_sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"a network needs at least 2 layers (input and output), got {len(sizes)}")
+    if not all(isinstance(size, Integral) and not isinstance(size, bool) and size > 0 for size in sizes):
+        raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+    return [int(size) for size in sizes]
+
+
+def _draw_network(
+    ax: Axes,
+    sizes: Sequence[int],
+    *,
+    max_units: int,
+    kept: Sequence[np.ndarray | None] | None = None,
+) -> float:
+    """Draw units and edges of a layered network on ``ax``; return the half-height of the tallest layer.
+
+    Layer ``i`` is centred at ``x = 3 i``, its drawn units one apart vertically around ``y = 0``. ``kept[i]`` is a
+    boolean mask ``(sizes[i],)`` (``None``: all kept); dropped units are greyed, crossed out and lose their edges.
+    """
+    kept = kept if kept is not None else [None] * len(sizes)
+    positions: list[list[tuple[float, float, bool]]] = []  # per layer: (x, y, kept) of each drawn unit
+    half_height = 0.0
+    for layer, size in enumerate(sizes):
+        slots = _unit_slots(size, max_units)
+        half = (len(slots) - 1) / 2
+        half_height = max(half_height, half)
+        x = layer * _LAYER_GAP
+        kind = "input" if layer == 0 else "output" if layer == len(sizes) - 1 else "hidden"
+        drawn = []
+        for slot, unit in enumerate(slots):
+            y = half - slot
+            if unit is None:
+                ax.plot([x, x, x], [y - 0.25, y, y + 0.25], linestyle="none", marker="o", markersize=2.5,
+                        color="0.3", gid="ellipsis")
+                continue
+            is_kept = kept[layer] is None or bool(kept[layer][unit])
+            ax.add_patch(Circle((x, y), _UNIT_RADIUS, facecolor=_LAYER_COLORS[kind] if is_kept else "0.88",
+                                edgecolor="0.25" if is_kept else "0.6", linewidth=1.0, zorder=3,
+                                gid="unit" if is_kept else "dropped unit"))
+            if not is_kept:
+                arm = _UNIT_RADIUS * 0.75
+                ax.plot([x - arm, x + arm, np.nan, x - arm, x + arm], [y - arm, y + arm, np.nan, y + arm, y - arm],
+                        color=_HIGHLIGHT, linewidth=1.2, zorder=4, gid="cross")
+            drawn.append((x, y, is_kept))
+        positions.append(drawn)
+    segments = [[(x0, y0), (x1, y1)]
+                for left, right in zip(positions[:-1], positions[1:])
+                for x0, y0, kept0 in left if kept0
+                for x1, y1, kept1 in right if kept1]
+    ax.add_collection(LineCollection(segments, colors="0.55", linewidths=0.5, alpha=0.6, zorder=1))
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return half_height
+
+
+def _network_figsize(width: float, height: float, max_size: tuple[float, float] = (12.0, 7.0)) -> tuple[float, float]:
+    """Inches for a drawing ``width x height`` data units wide and high, at most ``max_size``."""
+    scale = min(0.42, max_size[0] / width, max_size[1] / height)
+    return width * scale, height * scale
+
+
+def network_diagram(
+    layer_sizes: Sequence[int],
+    *,
+    activations: Sequence[str] | None = None,
+    samples: Literal["rows", "columns"] = "rows",
+    layer_names: Sequence[str] | None = None,
+    max_units: int = 8,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Draw a fully connected network ``layer_sizes = [d, h1, ..., out]`` with the shapes of its arrays.
+
+    Each layer is a column of circles (at most ``max_units``; a larger layer shows its first and last units, a
+    vertical ellipsis and its true size, e.g. "784 units"). Under the input layer the data matrix and, under
+    the layer they feed into, the weights and biases are labelled with their shapes: ``samples="rows"`` gives
+    ``X (n, d)``, ``W1 (d, h1)``, ``b1 (h1,)``; ``samples="columns"`` gives ``X (d, n)``, ``W1 (h1, d)``,
+    ``b1 (h1, 1)``. ``activations`` (one per non-input layer) are written above the layers.
+    """
+    sizes = _check_layer_sizes(layer_sizes)
+    if activations is not None and len(activations) != len(sizes) - 1:
+        raise ValueError(f"expected {len(sizes) - 1} activations (one per non-input layer), got {len(activations)}")
+    if layer_names is not None and len(layer_names) != len(sizes):
+        raise ValueError(f"expected {len(sizes)} layer names, got {len(layer_names)}")
+    if samples not in ("rows", "columns"):
+        raise ValueError(f"samples must be 'rows' or 'columns', got {samples!r}")
+    if max_units < 2:
+        raise ValueError(f"max_units must be at least 2, got {max_units}")
+    names = list(layer_names) if layer_names is not None else (
+        ["input", *(f"hidden {index}" for index in range(1, len(sizes) - 1)), "output"])
+    half = (len(_unit_slots(max(sizes), max_units)) - 1) / 2
+    top, bottom = half + _UNIT_RADIUS, -half - _UNIT_RADIUS
+    width, height = (len(sizes) - 1) * _LAYER_GAP + 3.0, top - bottom + 4.4
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        if ax is None:
+            figure, ax = plt.subplots(figsize=_network_figsize(width, height))
+            figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99 if not title else 0.93)
+        _draw_network(ax, sizes, max_units=max_units)
+        text_style = {"ha": "center", "va": "center", "fontsize": "small"}
+        for layer, size in enumerate(sizes):
+            x = layer * _LAYER_GAP
+            ax.text(x, bottom - 0.6, names[layer], **text_style)
+            if size > max_units:
+                ax.text(x, bottom - 1.1, f"{size} units", color="0.35", style="italic", **text_style)
+            if activations is not None and layer > 0:
+                ax.text(x, top + 0.6, activations[layer - 1], fontweight="bold", **text_style)
+        shapes_y = bottom - 1.9
+        ax.text(0, shapes_y, f"X (n, {sizes[0]})" if samples == "rows" else f"X ({sizes[0]}, n)", **text_style)
+        for layer in range(1, len(sizes)):
+            fan_in, fan_out = sizes[layer - 1], sizes[layer]
+            weight_shape, bias_shape = (f"({fan_in}, {fan_out})", f"({fan_out},)") if samples == "rows" else (
+                f"({fan_out}, {fan_in})", f"({fan_out}, 1)")
+            ax.text(layer * _LAYER_GAP, shapes_y, f"W{layer} {weight_shape}", **text_style)
+            ax.text(layer * _LAYER_GAP, shapes_y - 0.55, f"b{layer} {bias_shape}", **text_style)
+        ax.set_xlim(-1.5, (len(sizes) - 1) * _LAYER_GAP + 1.5)
+        ax.set_ylim(shapes_y - 1.0, top + 1.0)
+        if title:
+            ax.set_title(title)
+    return ax
+
+
+def _topological_depths(nodes: Mapping[str, str], edges: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Depth of each node: the length of the longest path reaching it from a node without inputs."""
+    successors: dict[str, list[str]] = {name: [] for name in nodes}
+    in_degree = dict.fromkeys(nodes, 0)
+    for source, target in edges:
+        for name in (source, target):
+            if name not in nodes:
+                raise ValueError(f"edge ({source!r}, {target!r}) names unknown node {name!r}")
+        successors[source].append(target)
+        in_degree[target] += 1
+    depth = dict.fromkeys(nodes, 0)
+    ready = [name for name in nodes if in_degree[name] == 0]
+    visited = 0
+    while ready:
+        name = ready.pop(0)
+        visited += 1
+        for target in successors[name]:
+            depth[target] = max(depth[target], depth[name] + 1)
+            in_degree[target] -= 1
+            if in_degree[target] == 0:
+                ready.append(target)
+    if visited < len(nodes):
+        cyclic = sorted(name for name, degree in in_degree.items() if degree > 0)
+        raise ValueError(f"the graph has a cycle through {cyclic}")
+    return depth
+
+
+def computational_graph(
+    nodes: Mapping[str, str],
+    edges: Sequence[tuple[str, str]],
+    *,
+    values: Mapping[str, float] | None = None,
+    gradients: Mapping[str, float] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Draw a computational graph left to right, with forward values and gradients on its edges.
+
+    ``nodes`` maps a name to its label (mathtext allowed, e.g. ``"$z = wx + b$"``); ``edges`` are
+    ``(source, target)`` names. A node's column is its depth (longest path from a node without inputs). Above each
+    edge stands the forward value of its source, ``values[source]``, and below it, in red, ``gradients[source]``,
+    the gradient of the loss with respect to the source. A node without outgoing edges shows its value (and
+    gradient) to its right.
+    """
+    depth = _topological_depths(nodes, edges)
+    values, gradients = values or {}, gradients or {}
+    columns: dict[int, list[str]] = {}
+    for name in nodes:
+        columns.setdefault(depth[name], []).append(name)
+    n_columns, n_rows = max(columns) + 1, max(len(column) for column in columns.values())
+    position = {name: (float(column), (len(names) - 1) / 2 - row)
+                for column, names in columns.items() for row, name in enumerate(names)}
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        ax = _axes(ax, figsize=(min(12.0, 2.3 * n_columns + 0.4), min(6.0, max(1.8, 1.1 * n_rows + 0.8))))
+        boxes = {name: ax.text(*position[name], label, ha="center", va="center", zorder=3, gid=f"node {name}",
+                               bbox={"boxstyle": "round,pad=0.45", "facecolor": "#eaf2fb", "edgecolor": "#1f77b4"})
+                 for name, label in nodes.items()}
+        has_output = {source for source, _ in edges}
+        for source, target in edges:
+            ax.annotate("", xy=(0.0, 0.5), xycoords=boxes[target], xytext=(1.0, 0.5), textcoords=boxes[source],
+                        gid="edge", arrowprops={"arrowstyle": "-|>", "color": "0.3", "linewidth": 1.0, "shrinkA": 7,
+                                    "shrinkB": 7})
+            # 45 % of the way from the source: fanned-in edges are still apart there
+            middle = tuple(0.55 * np.array(position[source]) + 0.45 * np.array(position[target]))
+            if source in values:
+                ax.annotate(f"{values[source]:.3g}", xy=middle, xytext=(0, 6), textcoords="offset points",
+                            ha="center", va="bottom", fontsize="small", gid="value")
+            if source in gradients:
+                ax.annotate(f"{gradients[source]:.3g}", xy=middle, xytext=(0, -6), textcoords="offset points",
+                            ha="center", va="top", fontsize="small", color=_HIGHLIGHT, gid="gradient")
+        for name in nodes:
+            if name in has_output:
+                continue
+            if name in values:
+                ax.annotate(f"= {values[name]:.3g}", xy=(1.0, 0.5), xycoords=boxes[name], xytext=(8, 0),
+                            textcoords="offset points", ha="left", va="center", fontsize="small", gid="value")
+            if name in gradients:
+                ax.annotate(f"{gradients[name]:.3g}", xy=(1.0, 0.0), xycoords=boxes[name], xytext=(8, -8),
+                            textcoords="offset points", ha="left", va="top", fontsize="small", color=_HIGHLIGHT,
+                            gid="gradient")
+        low = -n_rows / 2 - 0.15
+        if values or gradients:
+            ax.text((n_columns - 1) / 2, low, "above an edge: the forward value of its source;  below, in red: "
+                    "\u2202L/\u2202(source)", ha="center", va="bottom", fontsize="x-small", color="0.35")
+            low -= 0.25
+        ax.set_xlim(-0.6, n_columns - 0.4)
+        ax.set_ylim(low, n_rows / 2)
+        ax.axis("off")
+        if title:
+            ax.set_title(title)
+    return ax
+
+
+def _format_number(value: float, *, parenthesize: bool = False) -> str:
+    text = f"{int(round(value))}" if float(value).is_integer() else f"{value:.2g}"
+    return f"({text})" if parenthesize and value < 0 else text
+
+
+def _matrix_panel(
+    ax: Axes,
+    matrix: np.ndarray,
+    *,
+    cmap: str,
+    title: str,
+    muted: np.ndarray | None = None,
+    fontsize: float = 9.0,
+) -> None:
+    """Draw ``matrix (rows, cols)`` as pale coloured cells with their numbers; ``muted`` cells get grey numbers."""
+    low, high = float(matrix.min()), float(matrix.max())
+    spread = high - low if high > low else 1.0
+    ax.imshow(matrix, cmap=cmap, norm=Normalize(low - 0.1 * spread, high + 1.2 * spread))
+    if fontsize > 0:
+        for (row, col), value in np.ndenumerate(matrix):
+            grey = muted is not None and bool(muted[row, col])
+            ax.text(col, row, _format_number(value), ha="center", va="center", fontsize=fontsize,
+                    color="0.55" if grey else "black")
+    ax.set_xticks(np.arange(matrix.shape[1] + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(matrix.shape[0] + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.0)
+    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize="small")
+
+
+def _outline(ax: Axes, row: int, col: int, height: int, width: int, gid: str, **style: Any) -> None:
+    ax.add_patch(Rectangle((col - 0.5, row - 0.5), width, height, fill=False, edgecolor=_HIGHLIGHT,
+                           linewidth=style.pop("linewidth", 2.5), zorder=4, gid=gid, clip_on=False, **style))
+
+
+def _panels(
+    axes: Sequence[Axes] | None,
+    widths: Sequence[int],
+    height: int,
+    extra_height: float,
+) -> tuple[Figure, list[Axes], float]:
+    """The given axes, or a new row of panels ``widths`` cells wide; return figure, axes and the number font size."""
+    cell = min(0.42, 11.0 / (sum(widths) + len(widths)), 6.0 / height)
+    fontsize = 0.0 if cell < 0.22 else min(9.0, 22.0 * cell)
+    if axes is not None:
+        if len(axes) != len(widths):
+            raise ValueError(f"expected {len(widths)} axes, got {len(axes)}")
+        return axes[0].figure, list(axes), fontsize
+    figure, new_axes = plt.subplots(1, len(widths), gridspec_kw={"width_ratios": widths},
+                                    figsize=(cell * (sum(widths) + len(widths)) + 0.4, cell * height + extra_height))
+    top = 1 - extra_height / (cell * height + extra_height)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=top, wspace=0.1)
+    return figure, list(new_axes), fontsize
+
+
+def _check_position(position: tuple[int, int], out_shape: tuple[int, int]) -> tuple[int, int]:
+    row, col = (int(index) for index in position)
+    if not (0 <= row < out_shape[0] and 0 <= col < out_shape[1]):
+        raise ValueError(f"position {tuple(position)} is outside the output of shape {out_shape}")
+    return row, col
+
+
+def convolution_step(
+    image: np.ndarray,
+    kernel: np.ndarray,
+    *,
+    position: tuple[int, int] = (0, 0),
+    stride: int = 1,
+    padding: int = 0,
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
+    """Show how one output entry of a 2-D convolution is computed, in three panels.
+
+    Input ``image (H, W)`` zero-padded by ``padding`` with the window producing output ``position`` outlined; the
+    ``kernel (kH, kW)``; the output map ``((H + 2p - kH) // s + 1, (W + 2p - kW) // s + 1)`` with the entry at
+    ``position`` outlined and its value written as the sum of products. As in ``torch.nn.functional.conv2d``
+    (cross-correlation), the kernel is not flipped.
+    """
+    image, kernel = np.asarray(image, dtype=np.float64), np.asarray(kernel, dtype=np.float64)
+    if image.ndim != 2 or kernel.ndim != 2:
+        raise ValueError(f"image and kernel must be 2-D, got shapes {image.shape} and {kernel.shape}")
+    if stride < 1 or padding < 0:
+        raise ValueError(f"stride must be >= 1 and padding >= 0, got stride={stride}, padding={padding}")
+    padded = np.pad(image, padding)
+    (kernel_h, kernel_w) = kernel.shape
+    out_shape = ((padded.shape[0] - kernel_h) // stride + 1, (padded.shape[1] - kernel_w) // stride + 1)
+    if min(out_shape) < 1:
+        raise ValueError(f"a {kernel.shape} kernel does not fit the padded input of shape {padded.shape}")
+    row, col = _check_position(position, out_shape)
+    output = np.array([[np.sum(padded[r * stride:r * stride + kernel_h, c * stride:c * stride + kernel_w] * kernel)
+                        for c in range(out_shape[1])] for r in range(out_shape[0])])
+    window = padded[row * stride:row * stride + kernel_h, col * stride:col * stride + kernel_w]
+    value = float(np.sum(window * kernel))
+    if kernel.size <= 9:
+        lines = [" + ".join(f"{_format_number(a)}\u00d7{_format_number(b, parenthesize=True)}"
+                            for a, b in zip(window_row, kernel_row))
+                 for window_row, kernel_row in zip(window, kernel)]
+        products = " +\n".join(lines)
+    else:
+        products = f"sum of the {kernel_h}\u00d7{kernel_w} products"
+    output_title = f"output[{row}, {col}] =\n{products}\n= {value:.4g}"
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        figure, (input_ax, kernel_ax, output_ax), fontsize = _panels(
+            axes, [padded.shape[1], kernel_w, out_shape[1]], max(padded.shape[0], 3), 0.35 + 0.17 * (kernel_h + 2))
+        muted = np.pad(np.zeros(image.shape, dtype=bool), padding, constant_values=True)
+        input_title = f"input {image.shape[0]}\u00d7{image.shape[1]}" + (f", padded by {padding}" if padding else "")
+        _matrix_panel(input_ax, padded, cmap="Blues", title=f"{input_title}\nstride {stride}", muted=muted,
+                      fontsize=fontsize)
+        _outline(input_ax, row * stride, col * stride, kernel_h, kernel_w, "window")
+        _matrix_panel(kernel_ax, kernel, cmap="Oranges", title=f"kernel {kernel_h}\u00d7{kernel_w}\n(not flipped)",
+                      fontsize=fontsize)
+        _matrix_panel(output_ax, output, cmap="Greens", title=output_title, fontsize=fontsize)
+        _outline(output_ax, row, col, 1, 1, "entry")
+    return figure
+
+
+def pooling_step(
+    image: np.ndarray,
+    *,
+    size: int = 2,
+    stride: int | None = None,
+    position: tuple[int, int] = (0, 0),
+    mode: Literal["max", "average"] = "max",
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
+    """Show how one output entry of 2-D max or average pooling is computed, in two panels.
+
+    Input ``image (H, W)`` with the ``size x size`` window of output ``position`` outlined (for max pooling the
+    chosen entry is marked); the output map ``((H - size) // stride + 1, (W - size) // stride + 1)`` with the entry
+    outlined and its value in the title. ``stride`` defaults to ``size`` (non-overlapping windows).
+    """
+    image = np.asarray(image, dtype=np.float64)
+    stride = size if stride is None else stride
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {image.shape}")
+    if mode not in ("max", "average"):
+        raise ValueError(f"mode must be 'max' or 'average', got {mode!r}")
+    if size < 1 or stride < 1:
+        raise ValueError(f"size and stride must be >= 1, got size={size}, stride={stride}")
+    out_shape = ((image.shape[0] - size) // stride + 1, (image.shape[1] - size) // stride + 1)
+    if min(out_shape) < 1:
+        raise ValueError(f"a {size}x{size} window does not fit the input of shape {image.shape}")
+    row, col = _check_position(position, out_shape)
+    reduce = np.max if mode == "max" else np.mean
+    output = np.array([[reduce(image[r * stride:r * stride + size, c * stride:c * stride + size])
+                        for c in range(out_shape[1])] for r in range(out_shape[0])])
+    window = image[row * stride:row * stride + size, col * stride:col * stride + size]
+    value = float(reduce(window))
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        figure, (input_ax, output_ax), fontsize = _panels(axes, [image.shape[1], out_shape[1]], image.shape[0], 0.75)
+        _matrix_panel(input_ax, image, cmap="Blues", fontsize=fontsize,
+                      title=f"input {image.shape[0]}\u00d7{image.shape[1]}\n{size}\u00d7{size} window, stride {stride}")
+        _outline(input_ax, row * stride, col * stride, size, size, "window")
+        if mode == "max":
+            chosen_row, chosen_col = np.unravel_index(np.argmax(window), window.shape)
+            input_ax.add_patch(Circle((col * stride + chosen_col, row * stride + chosen_row), 0.42, fill=False,
+                                      edgecolor=_HIGHLIGHT, linewidth=1.5, linestyle="--", zorder=4, gid="chosen"))
+        _matrix_panel(output_ax, output, cmap="Greens", fontsize=fontsize,
+                      title=f"{mode} pooling\noutput[{row}, {col}] =\n{mode} of window\n= {value:.4g}")
+        _outline(output_ax, row, col, 1, 1, "entry")
+    return figure
+
+
+def dropout_masks(
+    layer_sizes: Sequence[int],
+    p: float,
+    *,
+    n_masks: int = 3,
+    seed: int = 0,
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
+    """Draw ``n_masks`` dropout masks of one network side by side, as PyTorch's ``nn.Dropout(p)`` draws them.
+
+    ``p`` is the probability of zeroing a unit. Every hidden unit is dropped independently (input and output units
+    never are): for each mask and each hidden layer in turn, ``rng.random(size) < p`` with
+    ``rng = np.random.default_rng(seed)``. Dropped units are greyed and crossed out, their edges removed.
+    """
+    sizes = _check_layer_sizes(layer_sizes)
+    if not 0 <= p < 1:
+        raise ValueError(f"p is the probability of dropping a unit and must satisfy 0 <= p < 1, got {p}")
+    if len(sizes) < 3:
+        raise ValueError("dropout_masks needs at least one hidden layer")
+    if n_masks < 1:
+        raise ValueError(f"n_masks must be at least 1, got {n_masks}")
+    rng = np.random.default_rng(seed)
+    n_hidden = sum(sizes[1:-1])
+    max_units = 8
+    half = (len(_unit_slots(max(sizes), max_units)) - 1) / 2
+    panel_width, panel_height = (len(sizes) - 1) * _LAYER_GAP + 1.6, 2 * half + 2 * _UNIT_RADIUS + 1.2
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        if axes is None:
+            width, height = _network_figsize(panel_width * n_masks, panel_height, max_size=(12.0, 5.0))
+            figure, new_axes = plt.subplots(1, n_masks, figsize=(width, height + 0.9), squeeze=False)
+            figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.9 / (height + 0.9), wspace=0.1)
+            axes = list(new_axes.flat)
+        elif len(axes) != n_masks:
+            raise ValueError(f"expected {n_masks} axes, got {len(axes)}")
+        figure = axes[0].figure
+        for index, ax in enumerate(axes, start=1):
+            kept: list[np.ndarray | None] = [None, *(rng.random(size) >= p for size in sizes[1:-1]), None]
+            n_kept = int(sum(int(mask.sum()) for mask in kept if mask is not None))
+            _draw_network(ax, sizes, max_units=max_units, kept=kept)
+            ax.set_xlim(-0.8, (len(sizes) - 1) * _LAYER_GAP + 0.8)
+            ax.set_ylim(-half - 0.6, half + 0.6)
+            ax.set_title(f"mask {index}: {n_kept} of {n_hidden} hidden units kept", fontsize="small")
+        figure.suptitle(f"dropout with p = {p:g}: during training each kept unit is scaled by 1/(1 - p) = "
+                        f"{1 / (1 - p):.3g}; in evaluation (model.eval()) nothing is dropped", fontsize="small")
+    return figure
