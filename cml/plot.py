@@ -352,7 +352,7 @@ def network_diagram(
         ["input", *(f"hidden {index}" for index in range(1, len(sizes) - 1)), "output"])
     half = (len(_unit_slots(max(sizes), max_units)) - 1) / 2
     top, bottom = half + _UNIT_RADIUS, -half - _UNIT_RADIUS
-    width, height = (len(sizes) - 1) * _LAYER_GAP + 3.0, top - bottom + 4.4
+    width, height = (len(sizes) - 1) * _LAYER_GAP + 3.0, top - bottom + (4.4 if max(sizes) > max_units else 3.9)
     with plt.rc_context({**STYLE, "axes.grid": False}):
         if ax is None:
             figure, ax = plt.subplots(figsize=_network_figsize(width, height))
@@ -366,7 +366,7 @@ def network_diagram(
                 ax.text(x, bottom - 1.1, f"{size} units", color="0.35", style="italic", **text_style)
             if activations is not None and layer > 0:
                 ax.text(x, top + 0.6, activations[layer - 1], fontweight="bold", **text_style)
-        shapes_y = bottom - 1.9
+        shapes_y = bottom - (1.9 if max(sizes) > max_units else 1.4)
         ax.text(0, shapes_y, f"X (n, {sizes[0]})" if samples == "rows" else f"X ({sizes[0]}, n)", **text_style)
         for layer in range(1, len(sizes)):
             fan_in, fan_out = sizes[layer - 1], sizes[layer]
@@ -422,9 +422,11 @@ def computational_graph(
     ``nodes`` maps a name to its label (mathtext allowed, e.g. ``"$z = wx + b$"``); ``edges`` are
     ``(source, target)`` names. A node's column is its depth (longest path from a node without inputs). Above each
     edge stands the forward value of its source, ``values[source]``, and below it, in red, ``gradients[source]``,
-    the gradient of the loss with respect to the source. A node without outgoing edges shows its value (and
-    gradient) to its right.
+    the gradient of the loss with respect to the source. A node without outgoing edges (the loss) shows its value
+    and gradient the same way, to its right.
     """
+    if not nodes:
+        raise ValueError("computational_graph needs at least one node")
     depth = _topological_depths(nodes, edges)
     values, gradients = values or {}, gradients or {}
     columns: dict[int, list[str]] = {}
@@ -433,41 +435,45 @@ def computational_graph(
     n_columns, n_rows = max(columns) + 1, max(len(column) for column in columns.values())
     position = {name: (float(column), (len(names) - 1) / 2 - row)
                 for column, names in columns.items() for row, name in enumerate(names)}
+    low = -n_rows / 2 - (0.4 if values or gradients else 0.15)
     with plt.rc_context({**STYLE, "axes.grid": False}):
         ax = _axes(ax, figsize=(min(12.0, 2.3 * n_columns + 0.4), min(6.0, max(1.8, 1.1 * n_rows + 0.8))))
+        ax.set_xlim(-0.6, n_columns - 0.4)
+        ax.set_ylim(low, n_rows / 2)
         boxes = {name: ax.text(*position[name], label, ha="center", va="center", zorder=3, gid=f"node {name}",
                                bbox={"boxstyle": "round,pad=0.45", "facecolor": "#eaf2fb", "edgecolor": "#1f77b4"})
                  for name, label in nodes.items()}
-        has_output = {source for source, _ in edges}
         for source, target in edges:
-            ax.annotate("", xy=(0.0, 0.5), xycoords=boxes[target], xytext=(1.0, 0.5), textcoords=boxes[source],
-                        gid="edge", arrowprops={"arrowstyle": "-|>", "color": "0.3", "linewidth": 1.0, "shrinkA": 7,
-                                    "shrinkB": 7})
-            # 45 % of the way from the source: fanned-in edges are still apart there
-            middle = tuple(0.55 * np.array(position[source]) + 0.45 * np.array(position[target]))
-            if source in values:
-                ax.annotate(f"{values[source]:.3g}", xy=middle, xytext=(0, 6), textcoords="offset points",
-                            ha="center", va="bottom", fontsize="small", gid="value")
-            if source in gradients:
-                ax.annotate(f"{gradients[source]:.3g}", xy=middle, xytext=(0, -6), textcoords="offset points",
-                            ha="center", va="top", fontsize="small", color=_HIGHLIGHT, gid="gradient")
+            # centre to centre, clipped at the two boxes: the numbers below sit on the drawn line
+            ax.annotate("", xy=position[target], xytext=position[source], gid="edge",
+                        arrowprops={"arrowstyle": "-|>", "color": "0.3", "linewidth": 1.0, "shrinkA": 2, "shrinkB": 2,
+                                    "patchA": boxes[source].get_bbox_patch(), "patchB": boxes[target].get_bbox_patch()})
+            # 45 % of the way from the source (fanned-in edges are still apart there), pushed off the line along
+            # its normal on screen, and aligned so that the text extends away from the line
+            start, end = ax.transData.transform([position[source], position[target]])
+            normal = np.array([start[1] - end[1], end[0] - start[0]]) / max(np.hypot(*(end - start)), 1e-9)
+            normal = normal if normal[1] >= 0 else -normal  # the side above the line
+            anchor = tuple(0.55 * np.array(position[source]) + 0.45 * np.array(position[target]))
+            for side, mapping, color, gid in ((1, values, "black", "value"), (-1, gradients, _HIGHLIGHT, "gradient")):
+                if source not in mapping:
+                    continue
+                offset = side * normal
+                ax.annotate(f"{mapping[source]:.3g}", xy=anchor, xytext=tuple(5 * offset), textcoords="offset points",
+                            ha="left" if offset[0] > 0.2 else "right" if offset[0] < -0.2 else "center",
+                            va="bottom" if offset[1] > 0.2 else "top" if offset[1] < -0.2 else "center",
+                            fontsize="small", color=color, gid=gid)
+        has_output = {source for source, _ in edges}
         for name in nodes:
             if name in has_output:
                 continue
-            if name in values:
-                ax.annotate(f"= {values[name]:.3g}", xy=(1.0, 0.5), xycoords=boxes[name], xytext=(8, 0),
-                            textcoords="offset points", ha="left", va="center", fontsize="small", gid="value")
-            if name in gradients:
-                ax.annotate(f"{gradients[name]:.3g}", xy=(1.0, 0.0), xycoords=boxes[name], xytext=(8, -8),
-                            textcoords="offset points", ha="left", va="top", fontsize="small", color=_HIGHLIGHT,
-                            gid="gradient")
-        low = -n_rows / 2 - 0.15
+            for side, mapping, color, gid in ((1, values, "black", "value"), (-1, gradients, _HIGHLIGHT, "gradient")):
+                if name in mapping:
+                    ax.annotate(f"{mapping[name]:.3g}", xy=(1.0, 0.5), xycoords=boxes[name], xytext=(8, 2 * side),
+                                textcoords="offset points", ha="left", va="bottom" if side > 0 else "top",
+                                fontsize="small", color=color, gid=gid)
         if values or gradients:
             ax.text((n_columns - 1) / 2, low, "above an edge: the forward value of its source;  below, in red: "
                     "\u2202L/\u2202(source)", ha="center", va="bottom", fontsize="x-small", color="0.35")
-            low -= 0.25
-        ax.set_xlim(-0.6, n_columns - 0.4)
-        ax.set_ylim(low, n_rows / 2)
         ax.axis("off")
         if title:
             ax.set_title(title)
@@ -497,10 +503,11 @@ def _matrix_panel(
             grey = muted is not None and bool(muted[row, col])
             ax.text(col, row, _format_number(value), ha="center", va="center", fontsize=fontsize,
                     color="0.55" if grey else "black")
-    ax.set_xticks(np.arange(matrix.shape[1] + 1) - 0.5, minor=True)
-    ax.set_yticks(np.arange(matrix.shape[0] + 1) - 0.5, minor=True)
-    ax.grid(which="minor", color="white", linewidth=1.0)
-    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    rows, cols = matrix.shape
+    ax.hlines(np.arange(rows + 1) - 0.5, -0.5, cols - 0.5, color="white", linewidth=1.0)
+    ax.vlines(np.arange(cols + 1) - 0.5, -0.5, rows - 0.5, color="white", linewidth=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_title(title, fontsize="small")
@@ -664,12 +671,13 @@ def dropout_masks(
     n_hidden = sum(sizes[1:-1])
     max_units = 8
     half = (len(_unit_slots(max(sizes), max_units)) - 1) / 2
-    panel_width, panel_height = (len(sizes) - 1) * _LAYER_GAP + 1.6, 2 * half + 2 * _UNIT_RADIUS + 1.2
+    panel_width, panel_height = (len(sizes) - 1) * _LAYER_GAP + 1.6, 2 * half + 1.2
     with plt.rc_context({**STYLE, "axes.grid": False}):
         if axes is None:
-            width, height = _network_figsize(panel_width * n_masks, panel_height, max_size=(12.0, 5.0))
-            figure, new_axes = plt.subplots(1, n_masks, figsize=(width, height + 0.9), squeeze=False)
-            figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.9 / (height + 0.9), wspace=0.1)
+            # the panels share the width with 10 % gaps between them
+            width, height = _network_figsize(panel_width * (1.1 * n_masks - 0.1), panel_height, max_size=(12.0, 5.0))
+            figure, new_axes = plt.subplots(1, n_masks, figsize=(width, height + 0.6), squeeze=False)
+            figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.6 / (height + 0.6), wspace=0.1)
             axes = list(new_axes.flat)
         elif len(axes) != n_masks:
             raise ValueError(f"expected {n_masks} axes, got {len(axes)}")

@@ -31,12 +31,14 @@ def _with_gid(ax, gid: str) -> list:
 
 
 def _renders_silently(figure) -> None:
-    """The figure saves as PNG without a warning (a notebook cell writing to stderr scores zero)."""
+    """The figure saves as PNG without a warning (a notebook cell writing to stderr scores zero), also cropped as
+    the inline backend of Jupyter saves it."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=40)
-    assert buffer.getvalue().startswith(b"\x89PNG")
+        for options in ({}, {"bbox_inches": "tight"}):
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=40, **options)
+            assert buffer.getvalue().startswith(b"\x89PNG")
 
 
 def test_network_diagram_rows_convention_shapes_and_truncated_layers() -> None:
@@ -99,7 +101,7 @@ def test_computational_graph_layout_values_and_gradients() -> None:
     assert len(_with_gid(ax, "edge")) == len(EDGES)
     value_texts = [text.get_text() for text in _with_gid(ax, "value")]
     gradient_texts = [text for text in _with_gid(ax, "gradient")]
-    assert sorted(value_texts) == sorted(["2", "-1.5", "-3", "= 9"])
+    assert sorted(value_texts) == sorted(["2", "-1.5", "-3", "9"])
     assert sorted(text.get_text() for text in gradient_texts) == sorted(["9", "-12", "-6", "1"])
     assert all(matplotlib.colors.to_hex(text.get_color()) == "#d62728" for text in gradient_texts)
     _renders_silently(ax.figure)
@@ -117,6 +119,13 @@ def test_computational_graph_rejects_cycles_and_unknown_nodes() -> None:
         plot.computational_graph({"a": "a", "b": "b"}, [("a", "b"), ("b", "a")])
     with pytest.raises(ValueError, match="unknown node 'q'"):
         plot.computational_graph({"a": "a"}, [("a", "q")])
+    with pytest.raises(ValueError, match="at least one node"):
+        plot.computational_graph({}, [])
+
+
+def test_diagrams_are_exported() -> None:
+    for name in ("network_diagram", "computational_graph", "convolution_step", "pooling_step", "dropout_masks"):
+        assert name in plot.__all__ and callable(getattr(plot, name))
 
 
 def _title_value(title: str) -> float:
