@@ -273,19 +273,17 @@ def _draw_network(
     *,
     max_units: int,
     kept: Sequence[np.ndarray | None] | None = None,
-) -> float:
-    """Draw units and edges of a layered network on ``ax``; return the half-height of the tallest layer.
+) -> None:
+    """Draw the units and edges of a layered network on ``ax``.
 
     Layer ``i`` is centred at ``x = 3 i``, its drawn units one apart vertically around ``y = 0``. ``kept[i]`` is a
     boolean mask ``(sizes[i],)`` (``None``: all kept); dropped units are greyed, crossed out and lose their edges.
     """
     kept = kept if kept is not None else [None] * len(sizes)
     positions: list[list[tuple[float, float, bool]]] = []  # per layer: (x, y, kept) of each drawn unit
-    half_height = 0.0
     for layer, size in enumerate(sizes):
         slots = _unit_slots(size, max_units)
         half = (len(slots) - 1) / 2
-        half_height = max(half_height, half)
         x = layer * _LAYER_GAP
         kind = "input" if layer == 0 else "output" if layer == len(sizes) - 1 else "hidden"
         drawn = []
@@ -312,7 +310,6 @@ def _draw_network(
     ax.add_collection(LineCollection(segments, colors="0.55", linewidths=0.5, alpha=0.6, zorder=1))
     ax.set_aspect("equal")
     ax.axis("off")
-    return half_height
 
 
 def _network_figsize(width: float, height: float, max_size: tuple[float, float] = (12.0, 7.0)) -> tuple[float, float]:
@@ -403,8 +400,8 @@ def _topological_depths(nodes: Mapping[str, str], edges: Sequence[tuple[str, str
             if in_degree[target] == 0:
                 ready.append(target)
     if visited < len(nodes):
-        cyclic = sorted(name for name, degree in in_degree.items() if degree > 0)
-        raise ValueError(f"the graph has a cycle through {cyclic}")
+        stuck = sorted(name for name, degree in in_degree.items() if degree > 0)
+        raise ValueError(f"the graph has a cycle: nodes on it or after it: {stuck}")
     return depth
 
 
@@ -481,7 +478,11 @@ def computational_graph(
 
 
 def _format_number(value: float, *, parenthesize: bool = False) -> str:
-    text = f"{int(round(value))}" if float(value).is_integer() else f"{value:.2g}"
+    """A short cell label: integers as such, others with two significant digits (no exponent up to 10 000)."""
+    if float(value).is_integer():
+        text = f"{int(round(value))}"
+    else:
+        text = f"{value:.0f}" if 10 <= abs(value) < 1e4 else f"{value:.2g}"
     return f"({text})" if parenthesize and value < 0 else text
 
 
