@@ -14,6 +14,10 @@ c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*",
                              "requirements.toml"]
 
+# The release carries a manifest of its graded cells (ids, points, which hold hidden tests: nothing of their code) in
+# the notebook's metadata, for the students' self-check (cml-course check). First: it must see the hidden tests.
+c.GenerateAssignment.preprocessors.prepend(["cml.instructor.preprocessors.manifest.WriteManifest"])
+
 # Release notebooks carry no outputs; source notebooks are stored without them as well.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

@@ -20,7 +20,7 @@ from the course manifest that the release build writes into the notebook's metad
 
 The exit status of the command is 1 when anything would cost points (:attr:`Report.ok`), so it serves CI and
 GitHub Classroom as well. Nothing here needs nbgrader: a student's install has nbclient (with JupyterLab) but not the
-instructor's tools; where nbgrader is installed its own checksum function is used.
+instructor's tools.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -52,11 +53,14 @@ __all__ = [
     "Kind",
     "Report",
     "Severity",
+    "add_arguments",
     "cell_kind",
     "check_notebook",
     "check_this_notebook",
     "compute_checksum",
+    "format_report",
     "main",
+    "run_command",
     "skip_reason",
 ]
 
@@ -188,18 +192,12 @@ def cell_kind(cell: Mapping[str, Any]) -> Kind | None:
 
 
 def compute_checksum(cell: Mapping[str, Any]) -> str:
-    """nbgrader's checksum of a cell (:func:`nbgrader.utils.compute_checksum`), also where nbgrader is not installed.
+    """nbgrader's checksum of a cell, as :func:`nbgrader.utils.compute_checksum` (0.9) computes it: the MD5 of the
+    source, the cell type, the three flags, the grade id and (of a grade cell) the points.
 
-    Where it is, nbgrader's own function answers; otherwise the same digest is computed here (source, cell type,
-    the three flags, the grade id and the points; ``tests/test_selfcheck.py`` proves the two agree).
+    Written out here because a student's install has no nbgrader; ``tests/test_selfcheck.py`` proves it equal to
+    nbgrader's on every cell of the release. Raises ``KeyError`` for a cell without a grade id (as nbgrader does).
     """
-    try:
-        from nbformat import from_dict
-        from nbgrader.utils import compute_checksum as nbgrader_checksum
-    except ImportError:
-        pass
-    else:
-        return nbgrader_checksum(from_dict(dict(cell)))
     grade, solution, locked = _flags(cell)
     digest = hashlib.md5()
     for part in (cell.get("source", ""), cell.get("cell_type", ""), str(grade), str(solution), str(locked),
@@ -235,18 +233,29 @@ def _checksum_matches(cell: Mapping[str, Any]) -> bool | None:
 
 # --- the grader's limits ----------------------------------------------------------------------------------------
 
-def _limits() -> dict[str, float | None]:
-    """The grader's limits on a cell's output, a cell's and a submission's run time, and the notebook's size."""
+def _limits() -> dict[str, float]:
+    """The grader's limits on a cell's output and on a cell's and a submission's run time."""
     from cml.instructor.defaults import CELL_TIMEOUT_SECONDS, MAX_OUTPUT_BYTES, TIME_LIMIT_SECONDS
 
-    try:  # the intake needs nbgrader, which a student's install lacks
+    return {"output_bytes": float(MAX_OUTPUT_BYTES), "cell_seconds": float(CELL_TIMEOUT_SECONDS),
+            "total_seconds": float(TIME_LIMIT_SECONDS)}
+
+
+def _notebook_limit(size: int) -> float | None:
+    """The grader's limit on the notebook's file size, where it may matter (``None``: it cannot be known here).
+
+    The limit lives in the intake, which needs nbgrader (seconds to import, and missing from a student's install):
+    it is asked only for a file larger than one cell's output limit, far below it.
+    """
+    from cml.instructor.defaults import MAX_OUTPUT_BYTES
+
+    if size <= MAX_OUTPUT_BYTES:
+        return None
+    try:
         from cml.instructor.preprocessors.intake import MAX_NOTEBOOK_BYTES
     except ImportError:
-        notebook_bytes = None
-    else:
-        notebook_bytes = float(MAX_NOTEBOOK_BYTES)
-    return {"output_bytes": float(MAX_OUTPUT_BYTES), "cell_seconds": float(CELL_TIMEOUT_SECONDS),
-            "total_seconds": float(TIME_LIMIT_SECONDS), "notebook_bytes": notebook_bytes}
+        return None
+    return float(MAX_NOTEBOOK_BYTES)
 
 
 # --- running the copy -------------------------------------------------------------------------------------------
@@ -293,7 +302,10 @@ def _instrumented_copy(notebook: Any) -> tuple[Any, list[int | None]]:
         if is_test:
             cells.append(_probe("_begin_test_cell"))
             origin.append(None)
-        cells.append(copy.deepcopy(cell))
+        fresh = copy.deepcopy(cell)
+        if fresh.cell_type == "code":  # a cell the run never reaches must not show the saved outputs
+            fresh.outputs, fresh.execution_count = [], None
+        cells.append(fresh)
         origin.append(index)
         if is_test:
             cells.append(_probe("_end_test_cell"))
@@ -323,14 +335,14 @@ class _Run:
 def _run_fresh(notebook: Any, folder: Path, timeout: float) -> _Run:
     from nbclient import NotebookClient
 
-    copy, origin = _instrumented_copy(notebook)
+    instrumented, origin = _instrumented_copy(notebook)
     started = time.perf_counter()
     stopped = ""
     with tempfile.TemporaryDirectory(prefix="cml-selfcheck-") as scratch:
         import nbformat
 
-        nbformat.write(copy, os.path.join(scratch, "copy.ipynb"))
-        client = NotebookClient(copy, kernel_name="python3", timeout=int(timeout), allow_errors=True,
+        nbformat.write(instrumented, os.path.join(scratch, "copy.ipynb"))
+        client = NotebookClient(instrumented, kernel_name="python3", timeout=int(timeout), allow_errors=True,
                                 interrupt_on_timeout=True, record_timing=True, shutdown_kernel="immediate",
                                 resources={"metadata": {"path": str(folder)}})
         try:
@@ -342,7 +354,7 @@ def _run_fresh(notebook: Any, folder: Path, timeout: float) -> _Run:
     cells: list[Any] = [None] * len(notebook.cells)
     verdicts: dict[int, list[dict[str, Any]] | None] = {}
     last_test: int | None = None
-    for cell, index in zip(copy.cells, origin):
+    for cell, index in zip(instrumented.cells, origin):
         if index is not None:
             cells[index] = cell
             if cell_kind(cell) is Kind.TESTS:
@@ -473,7 +485,7 @@ def check_notebook(path: str | os.PathLike[str], *, timeout: float | None = None
 
     path = Path(path).resolve()
     limits = _limits()
-    timeout = float(timeout or limits["cell_seconds"] or 120)
+    timeout = float(timeout or limits["cell_seconds"])
     notebook = nbformat.read(path, as_version=4)
     manifest = _manifest(notebook)
     report = Report(notebook=str(path), assignment=str(manifest.get("assignment")) if manifest else None,
@@ -484,31 +496,38 @@ def check_notebook(path: str | os.PathLike[str], *, timeout: float | None = None
     run = _run_fresh(notebook, path.parent, timeout)
     report.seconds = run.seconds
     if run.stopped:
-        report.findings.append(Finding(Severity.PROBLEM, f"the fresh run stopped early ({run.stopped}); the cells "
+        reached = [index for index, cell in enumerate(run.cells)
+                   if cell is not None and cell.cell_type == "code" and cell.get("execution_count") is not None]
+        where = f" in cell {reached[-1]}" if reached else ""
+        report.findings.append(Finding(Severity.PROBLEM, f"the fresh run stopped{where} ({run.stopped}); the cells "
                                                          "after it did not run"))
-    first_error = True
+    first_failure: Finding | None = None
+    later_failures: list[int] = []
     for index, (saved, fresh) in enumerate(zip(notebook.cells, run.cells)):
         kind = cell_kind(saved)
         grade_id = _grade_id(saved)
         error = _error(fresh) if saved.cell_type == "code" else ""
-        if error:
-            saved_ok = saved.get("execution_count") is not None and not _error(saved)
+        if error.startswith("KeyboardInterrupt") and (_cell_seconds(fresh) or 0) >= timeout - 1:
+            error = f"timed out: stopped after {timeout:.0f} s, as the grader stops a cell"
+        saved_ok = saved.get("execution_count") is not None and not _error(saved)
+        if error and kind is not Kind.TESTS:  # a test cell's error is reported with its exercise
             label = f"cell {index}" + (f" ({grade_id!r})" if grade_id else "")
-            if kind is Kind.TESTS:
-                pass  # reported with its exercise
+            if first_failure is not None:
+                later_failures.append(index)
             elif saved_ok:
-                report.findings.append(Finding(Severity.PROBLEM, f"{label} fails when the notebook runs from the top, "
-                                               f"but not in your saved notebook ({_short(error)}): it ran out of order "
-                                               "or depends on a cell deleted or changed since", index))
-            elif first_error or kind is Kind.ANSWER:
-                report.findings.append(Finding(Severity.PROBLEM, f"{label} raises {_short(error)}", index))
-            first_error = False
-        if saved.cell_type == "code" and _output_bytes(fresh) > NEAR_LIMIT * (limits["output_bytes"] or float("inf")):
+                first_failure = Finding(Severity.PROBLEM, f"{label} fails when the notebook runs from the top, but not "
+                                        f"in your saved notebook ({_short(error)}): it ran out of order, or depends "
+                                        "on a cell deleted or changed since", index)
+            else:
+                first_failure = Finding(Severity.PROBLEM, f"{label} fails: {_short(error)}", index)
+            if first_failure.cell == index:
+                report.findings.append(first_failure)
+        if saved.cell_type == "code" and _output_bytes(fresh) > NEAR_LIMIT * limits["output_bytes"]:
             report.findings.append(Finding(Severity.WARNING, f"cell {index} prints {_output_bytes(fresh) / 1e6:.1f} MB "
                                            f"of output; the grader drops more than "
-                                           f"{(limits['output_bytes'] or 0) / 1e6:.1f} MB per cell", index))
+                                           f"{limits['output_bytes'] / 1e6:.1f} MB per cell", index))
         seconds = _cell_seconds(fresh)
-        if seconds is not None and seconds > NEAR_LIMIT * (limits["cell_seconds"] or float("inf")):
+        if seconds is not None and seconds > NEAR_LIMIT * limits["cell_seconds"]:
             report.findings.append(Finding(Severity.WARNING, f"cell {index} took {seconds:.0f} s; the grader stops a "
                                            f"cell after {limits['cell_seconds']:.0f} s (on a machine that may be "
                                            "slower than yours)", index))
@@ -524,19 +543,26 @@ def check_notebook(path: str | os.PathLike[str], *, timeout: float | None = None
             if fresh is None or fresh.get("execution_count") is None:
                 exercise.error = exercise.error or "did not run"
             exercise.passed = not exercise.error
+            if error and saved_ok:
+                exercise.error += " (it passed in your saved notebook: cells ran out of order?)"
             report.exercises.append(exercise)
         elif kind is Kind.WRITTEN:
             report.exercises.append(Exercise(grade_id, kind, _points(saved), index,
                                              unanswered=_checksum_matches(saved) is True))
+    if later_failures:
+        cells = ", ".join(str(index) for index in later_failures[:10]) + (", ..." if len(later_failures) > 10 else "")
+        report.findings.append(Finding(Severity.PROBLEM, f"{len(later_failures)} more cells fail after it ({cells}), "
+                                       "often only because of the first: fix that one and check again"))
     total_seconds = limits["total_seconds"]
     if total_seconds and run.seconds > NEAR_LIMIT * total_seconds:
         report.findings.append(Finding(Severity.WARNING, f"the whole notebook took {run.seconds:.0f} s; the grader "
                                        f"stops a submission after {total_seconds:.0f} s"))
     size = path.stat().st_size
-    if limits["notebook_bytes"] and size > NEAR_LIMIT * limits["notebook_bytes"]:
-        severity = Severity.PROBLEM if size > limits["notebook_bytes"] else Severity.WARNING
+    notebook_limit = _notebook_limit(size)
+    if notebook_limit and size > NEAR_LIMIT * notebook_limit:
+        severity = Severity.PROBLEM if size > notebook_limit else Severity.WARNING
         report.findings.append(Finding(severity, f"the file is {size / 2**20:.0f} MB; the grader refuses notebooks "
-                                       f"over {limits['notebook_bytes'] / 2**20:.0f} MB (clear large outputs)"))
+                                       f"over {notebook_limit / 2**20:.0f} MB (clear large outputs)"))
     if manifest is None:
         report.findings.append(Finding(Severity.WARNING, "this notebook carries no course manifest (a release from "
                                        "before the self-check, or cells pasted into a new notebook): deleted cells, "
@@ -572,10 +598,13 @@ def format_report(report: Report) -> str:
     written = sum(ex.points for ex in report.exercises if ex.kind is Kind.WRITTEN)
     lines += ["", f"Visible checks: {passed} of {run} passed."]
     if report.has_manifest:
-        lines.append(f"{report.hidden_points():g} of {total:g} points are decided by hidden tests too: they can fail "
-                     "at grading even where the visible checks pass.")
+        lines.append(f"{report.hidden_points():g} of {total:g} points are decided by hidden tests too: those cells can "
+                     "fail at grading even where their visible checks pass.")
         lines.append(f"Secured by visible checks alone (passing test cells without hidden tests): "
                      f"{report.secured_points():g} points. Written answers, graded by your instructor: {written:g}.")
+    else:
+        lines.append(f"{total:g} points in all, {written:g} of them for written answers graded by your instructor; "
+                     "the grader's hidden tests can fail even where the visible checks pass.")
     for severity, title in ((Severity.PROBLEM, "Costs points"), (Severity.WARNING, "Warnings")):
         found = [finding for finding in report.findings if finding.severity is severity]
         if found:
@@ -642,9 +671,10 @@ def check_this_notebook(*, timeout: float | None = None) -> None:
         saved = time.strftime("%H:%M:%S", time.localtime(path.stat().st_mtime))
         print(f"Checking the SAVED file {path.name} (saved at {saved}): save first (Ctrl+S) if you changed anything "
               "since. This takes as long as running all cells...", flush=True)
-        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        # In a thread of its own: no event loop of the kernel's is running there for nbclient to share.
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings(), ThreadPoolExecutor(1) as pool:
             warnings.simplefilter("ignore")
-            report = check_notebook(path, timeout=timeout)
+            report = pool.submit(check_notebook, path, timeout=timeout).result()
         print(report.text())
     except Exception as error:  # noqa: BLE001 - the last cell of every notebook must not fail
         print(f"self-check could not run ({type(error).__name__}: {_short(str(error), 200)}); {_hint()}.")
@@ -671,10 +701,11 @@ def run_command(arguments: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m cml.selfcheck") -> int:
+    """The command line: ``python -m cml.selfcheck NOTEBOOK [--timeout S] [--json]`` (``cml-course check`` too)."""
     parser = add_arguments(argparse.ArgumentParser(
-        prog="python -m cml.selfcheck", description="Run a copy of a notebook from the top in a fresh kernel and "
-                                                    "report what would cost points at grading."))
+        prog=prog, description="Run a copy of a notebook from the top in a fresh kernel and report what would cost "
+                               "points at grading. Exit status: 0 when nothing does, 1 otherwise."))
     return run_command(parser.parse_args(argv))
 
 

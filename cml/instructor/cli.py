@@ -9,6 +9,8 @@
                                       (--cluster ADDRESS: on a Dask cluster; --db URL: the gradebook in a database)
     cml-course demo                   the main job: check the release, autograde the examples, print grades
     cml-course cases A [CASE ...]     grade the described test submissions of tests/submissions/A
+    cml-course check NOTEBOOK         for students: run a copy from the top in a fresh kernel, list the visible
+                                      checks and points per exercise, warn about what costs points (exit 1)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from cml import selfcheck
 from cml.instructor.testing import cases as cases_module
 from cml.instructor.grading.baseline import GradeRow, autograde, format_table, read_grades, write_csv
 from cml.instructor.testing.cases import expectation_failures
@@ -249,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--full", action="store_true", help="run wrong answers to the end too")
     case.add_argument("--more", action="store_true", help="also the cases in tests/submissions/<assignment>/more/")
     case.set_defaults(handler=command_cases)
+    check = selfcheck.add_arguments(commands.add_parser(
+        "check", help="before submitting: run a copy of NOTEBOOK from the top, report what would cost points"))
+    check.set_defaults(handler=selfcheck.run_command)
     return parser
 
 

@@ -40,7 +40,15 @@ def _missing_instructor_package(error: ModuleNotFoundError) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``cml-course`` with ``argv``; 2, with an install hint on stderr, when the instructor extra is missing."""
+    """Run ``cml-course`` with ``argv``; 2, with an install hint on stderr, when the instructor extra is missing.
+
+    ``cml-course check NOTEBOOK`` is the students' command: it needs no instructor tool, so it runs without them.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["check"]:
+        from cml import selfcheck
+
+        return selfcheck.main(arguments[1:], prog="cml-course check")
     try:
         from cml.instructor import cli
     except ModuleNotFoundError as error:
