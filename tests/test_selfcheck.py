@@ -12,6 +12,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -93,8 +94,8 @@ def _students(correct: nbformat.NotebookNode) -> dict[str, tuple[str, nbformat.N
     defines = new_code_cell("scale = 3", execution_count=1)
     at = _index(out_of_order, "test_half") + 1
     out_of_order.cells[at:at] = [uses, defines]
-    stops = copy.deepcopy(correct)  # a cell that runs too long, then one that kills its kernel
-    stops.cells += [new_code_cell("import time\ntime.sleep(600)"), new_code_cell("import os\nos._exit(3)"),
+    stops = copy.deepcopy(correct)  # a cell that prints a lot, one that runs too long, one that kills its kernel
+    stops.cells += [new_code_cell("print('x' * 1_700_000)"), new_code_cell("import time\ntime.sleep(600)"), new_code_cell("import os\nos._exit(3)"),
                     new_code_cell("print('never')")]
     return {"correct": ("tiny.ipynb", correct), "stops": ("tiny.ipynb", stops), "edited": ("tiny.ipynb", edited),
             "deleted": ("tiny.ipynb", deleted), "renamed": ("tiny (1).ipynb", correct),
@@ -106,10 +107,14 @@ def _real_release(folder: Path) -> Path:
     the manifest is built afresh from ``source/`` by the course's release build (an nbgrader run)."""
     course = Course(REPO)
     committed = course.release / REAL_ASSIGNMENT / f"{REAL_ASSIGNMENT}.ipynb"
+    target = folder / "real" / committed.name  # run elsewhere: what the notebook writes stays out of release/
+    target.parent.mkdir(parents=True)
     if selfcheck.MANIFEST_KEY in nbformat.read(committed, as_version=4).metadata:
-        return committed
-    release = generate_release(course, folder / "release", [REAL_ASSIGNMENT])
-    return release / REAL_ASSIGNMENT / committed.name
+        shutil.copy(committed, target)
+    else:
+        shutil.copy(generate_release(course, folder / "release", [REAL_ASSIGNMENT]) / REAL_ASSIGNMENT / target.name,
+                    target)
+    return target
 
 
 def _in_a_kernel(path: Path) -> nbformat.NotebookNode:
@@ -242,10 +247,11 @@ def test_what_costs_points_fails_the_check(checked, case: str, message: str) -> 
     assert "NOT OK" in text
 
 
-def test_a_cell_past_the_time_limit_and_a_dead_kernel_are_reported(checked) -> None:
+def test_a_cell_past_the_limits_and_a_dead_kernel_are_reported(checked) -> None:
     report = checked["stops"]
     text = " ".join(report.text().split())
     assert not report.ok
+    assert "prints 1.7 MB of output; the grader drops more than 2.0 MB per cell" in text, text
     assert f"fails: timed out: stopped after {STOP_AFTER} s, as the grader stops a cell" in text, text
     assert "the fresh run stopped in cell" in text and "DeadKernelError" in text, text
     assert [exercise.passed for exercise in report.exercises if exercise.kind is selfcheck.Kind.TESTS] == [True, True]
