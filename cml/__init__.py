@@ -1,7 +1,8 @@
 """Helpers for the neural-networks course: data, plots, checks, devices and grading.
 
 Submodules load on first use (``cml.data``, ``cml.audio``, ``cml.plot``, ``cml.checks``, ``cml.device``,
-``cml.torch_checks``, ``cml.progress``, ``cml.tasks``, ``cml.gradcheck``), so ``import cml`` is fast and pulls in neither torch nor jax.
+``cml.torch_checks``, ``cml.progress``, ``cml.tasks``, ``cml.gradcheck``, ``cml.selfcheck``), so ``import cml`` is
+fast and pulls in neither torch nor jax.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("audio", "checks", "data", "device", "gradcheck", "plot", "progress", "tasks", "torch_checks", "instructor")
+_SUBMODULES = ("audio", "checks", "data", "device", "gradcheck", "plot", "progress", "selfcheck", "tasks", "torch_checks", "instructor")
 
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -25,7 +25,7 @@ INSTRUCTOR_MODULES = sorted(
     if path.name not in ("__init__.py", "_zygote.py", "__main__.py"))
 """Every module of the instructor's tools (``_zygote.py`` is a script, run by path)."""
 STUDENT_MODULES = ["cml.checks", "cml.data", "cml.plot", "cml.tasks", "cml.device", "cml.audio", "cml.progress",
-                   "cml.check_log"]
+                   "cml.check_log", "cml.gradcheck", "cml.selfcheck"]
 ROOT = Path(__file__).resolve().parents[1]
 IMPORT_NAMES = {"scikit-learn": "sklearn", "ipython": "IPython"}
 """Distributions whose top-level import name is not their canonical name with ``-`` written ``_``."""
