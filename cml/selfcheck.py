@@ -234,28 +234,11 @@ def _checksum_matches(cell: Mapping[str, Any]) -> bool | None:
 # --- the grader's limits ----------------------------------------------------------------------------------------
 
 def _limits() -> dict[str, float]:
-    """The grader's limits on a cell's output and on a cell's and a submission's run time."""
-    from cml.instructor.defaults import CELL_TIMEOUT_SECONDS, MAX_OUTPUT_BYTES, TIME_LIMIT_SECONDS
+    """The grader's limits on a cell's output, a cell's and a submission's run time, and a notebook's file size."""
+    from cml.instructor.defaults import CELL_TIMEOUT_SECONDS, MAX_NOTEBOOK_BYTES, MAX_OUTPUT_BYTES, TIME_LIMIT_SECONDS
 
     return {"output_bytes": float(MAX_OUTPUT_BYTES), "cell_seconds": float(CELL_TIMEOUT_SECONDS),
-            "total_seconds": float(TIME_LIMIT_SECONDS)}
-
-
-def _notebook_limit(size: int) -> float | None:
-    """The grader's limit on the notebook's file size, where it may matter (``None``: it cannot be known here).
-
-    The limit lives in the intake, which needs nbgrader (seconds to import, and missing from a student's install):
-    it is asked only for a file larger than one cell's output limit, far below it.
-    """
-    from cml.instructor.defaults import MAX_OUTPUT_BYTES
-
-    if size <= MAX_OUTPUT_BYTES:
-        return None
-    try:
-        from cml.instructor.preprocessors.intake import MAX_NOTEBOOK_BYTES
-    except ImportError:
-        return None
-    return float(MAX_NOTEBOOK_BYTES)
+            "total_seconds": float(TIME_LIMIT_SECONDS), "notebook_bytes": float(MAX_NOTEBOOK_BYTES)}
 
 
 # --- running the copy -------------------------------------------------------------------------------------------
@@ -558,8 +541,8 @@ def check_notebook(path: str | os.PathLike[str], *, timeout: float | None = None
         report.findings.append(Finding(Severity.WARNING, f"the whole notebook took {run.seconds:.0f} s; the grader "
                                        f"stops a submission after {total_seconds:.0f} s"))
     size = path.stat().st_size
-    notebook_limit = _notebook_limit(size)
-    if notebook_limit and size > NEAR_LIMIT * notebook_limit:
+    notebook_limit = limits["notebook_bytes"]
+    if size > NEAR_LIMIT * notebook_limit:
         severity = Severity.PROBLEM if size > notebook_limit else Severity.WARNING
         report.findings.append(Finding(severity, f"the file is {size / 2**20:.0f} MB; the grader refuses notebooks "
                                        f"over {notebook_limit / 2**20:.0f} MB (clear large outputs)"))

@@ -12,6 +12,7 @@ __all__ = [
     "DISK_LIMIT_MB",
     "GRACE_SECONDS",
     "GRADING_ENVIRONMENT",
+    "MAX_NOTEBOOK_BYTES",
     "MAX_OUTPUT_BYTES",
     "MEMORY_LIMIT_MB",
     "TIME_LIMIT_SECONDS",
@@ -27,6 +28,8 @@ DISK_LIMIT_MB = 1024
 """What a sandboxed kernel may write, together: its folder, its temporary files and ``/dev/shm``."""
 MAX_OUTPUT_BYTES = 2_000_000
 """Output one cell may produce; more is dropped with a note."""
+MAX_NOTEBOOK_BYTES = 50 * 2**20
+"""Size of a submitted notebook file; the intake refuses a larger one."""
 GRACE_SECONDS = 120
 """How long past a submission's time limit its worker may take before it is replaced; also how long a pool
 waits for a worker to appear, and a probe of the kernels' user may run."""

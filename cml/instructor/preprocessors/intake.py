@@ -44,12 +44,12 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
 from cml.instructor.cells import cell_kind, grade_id, nbgrader_metadata, released_source
+from cml.instructor.defaults import MAX_NOTEBOOK_BYTES
 from cml.instructor.web.sanitize import escape_markdown
 
-__all__ = ["MAX_NOTEBOOK_BYTES", "IntakeRepairs", "IntakeReport", "Note", "prepare_submission", "read_notes",
+__all__ = ["IntakeRepairs", "IntakeReport", "Note", "prepare_submission", "read_notes",
            "repair_notebook"]
 
-MAX_NOTEBOOK_BYTES = 50 * 2**20
 _GRADING_KEYS = ("grade_id", "grade", "solution", "locked", "task", "points")
 UNANSWERED_STUB = 'raise NotImplementedError("this answer cell was deleted from the submission")'
 
