@@ -14,9 +14,12 @@ import matplotlib
 import nbformat
 import pytest
 
-from cml.instructor.authoring.convert import script_to_notebook
-from cml.instructor.course import Course
-from cml.instructor.authoring.release import generate_release
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the instructor's modules need nbgrader: imported in the fixtures that use them, so the tests
+    # of the students' side (cml.checks, cml.device, the benchmarks) also run where only a student's install is,
+    # such as the GPU machine of the README's GPU section.
+    from cml.instructor.course import Course
 
 matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +28,8 @@ os.environ.setdefault("CML_NO_PROGRESS", "1")
 
 @pytest.fixture(scope="session")
 def course() -> Course:
+    from cml.instructor.course import Course
+
     return Course(REPO)
 
 
@@ -55,6 +60,10 @@ check_close("square.hidden_negative", square(-2.0), 4.0)
 @pytest.fixture(scope="session")
 def mini_course_template(tmp_path_factory: pytest.TempPathFactory, course: Course) -> Path:
     """The mini course with its release, built with nbgrader once per test process."""
+    from cml.instructor.authoring.convert import script_to_notebook
+    from cml.instructor.authoring.release import generate_release
+    from cml.instructor.course import Course
+
     root = tmp_path_factory.mktemp("mini_course")
     (root / "source" / "mini").mkdir(parents=True)
     nbformat.write(script_to_notebook(MINI_COURSE), root / "source" / "mini" / "mini.ipynb")
@@ -67,6 +76,8 @@ def mini_course_template(tmp_path_factory: pytest.TempPathFactory, course: Cours
 @pytest.fixture()
 def mini_course(tmp_path: Path, mini_course_template: Path) -> Course:
     """A private copy of the mini course (source and release) that a test may change."""
+    from cml.instructor.course import Course
+
     root = tmp_path / "mini_course"
     shutil.copytree(mini_course_template, root)
     return Course(root)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 import tomllib
@@ -91,6 +92,17 @@ def test_student_modules_import_without_the_instructor_extra() -> None:
     """What the notebooks import works on a student's install, which has none of the instructor extra."""
     result = _run_without(INSTRUCTOR_IMPORTS, f"import {', '.join(STUDENT_MODULES)}")
     assert result.returncode == 0, result.stderr
+
+
+def test_device_tests_collect_without_the_instructor_extra() -> None:
+    """The GPU checks of the README's *GPU* section run where only a student's install is (a GPU machine without
+    nbgrader): the shared fixtures import the instructor's modules only when a test asks for them."""
+    files = ["tests/test_torch_checks.py", "tests/test_plot_device.py", "tests/test_benchmarks.py"]
+    result = _run_without(INSTRUCTOR_IMPORTS, f"import pytest\nsys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', "
+                                              f"'--collect-only', '-k', 'cuda or gpu or device', *{files!r}]))")
+    assert result.returncode == 0, result.stdout + result.stderr
+    collected = re.search(r"(\d+)/\d+ tests collected", result.stdout)
+    assert collected and int(collected.group(1)) >= 10 and " error" not in result.stdout, result.stdout
 
 
 def test_formgrader_guard_only_logs_without_nbgrader() -> None:
