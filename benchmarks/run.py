@@ -1,6 +1,9 @@
-"""Benchmarks (figures, not pass/fail): notebook execution times and a NumPy-vs-PyTorch training epoch.
+"""Benchmarks (figures, not pass/fail): import time, notebook execution times and a NumPy-vs-PyTorch epoch.
 
     python benchmarks/run.py [--skip-notebooks] [--repeats 5]
+
+0. The time ``import cml`` and the modules every notebook imports take in a fresh interpreter (best of five): what
+   a student waits for in the first cell, before torch or JAX, which ``cml`` does not import.
 
 1. Executes every source notebook (the solutions) in a fresh kernel, as nbval does, and prints its wall time.
 2. Times one epoch of the ``03_mlp_from_scratch`` network: the reference ``NeuralNetwork`` (NumPy, taken from the
@@ -30,6 +33,20 @@ from cml.instructor.course import Course  # noqa: E402
 
 MLP_NOTEBOOK = REPO / "source" / "03_mlp_from_scratch" / "03_mlp_from_scratch.ipynb"
 NETWORK_API = ("init_weights", "forward", "predict", "backward", "train_iteration", "fit")
+
+
+IMPORT_STUDENT_MODULES = "import cml, cml.checks, cml.data, cml.device, cml.progress"
+
+
+def time_import(repeats: int = 5) -> None:
+    """Print the best of ``repeats`` fresh-interpreter timings of the student modules' import."""
+    import subprocess
+
+    code = f"import time; t = time.perf_counter(); {IMPORT_STUDENT_MODULES}; print(time.perf_counter() - t)"
+    timings = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    cwd=REPO).stdout) for _ in range(repeats)]
+    print(f"`{IMPORT_STUDENT_MODULES}` in a fresh interpreter: best {min(timings):.3f} s, "
+          f"median {statistics.median(timings):.3f} s of {repeats}")
 
 
 def time_notebooks() -> None:
@@ -130,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     arguments = parser.parse_args()
     os.environ["CML_NO_PROGRESS"] = "1"  # bars write to stderr and would disturb the timings
+    time_import()
     if not arguments.skip_notebooks:
         time_notebooks()
     time_epochs(arguments.repeats)

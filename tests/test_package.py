@@ -32,20 +32,13 @@ IMPORT_NAMES = {"scikit-learn": "sklearn", "ipython": "IPython"}
 """Distributions whose top-level import name is not their canonical name with ``-`` written ``_``."""
 
 
-def test_import_is_fast_and_lazy() -> None:
-    code = (
-        "import time; start = time.perf_counter(); import cml, cml.checks, cml.data, cml.device, cml.progress; "
-        "elapsed = time.perf_counter() - start; import sys; "
-        "print(elapsed, 'torch' in sys.modules, 'jax' in sys.modules)"
-    )
-    # The best of three runs, so that a busy machine does not fail the test by chance.
-    timings = []
-    for _ in range(3):
-        output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        elapsed, torch_loaded, jax_loaded = output.split()
-        assert torch_loaded == "False" and jax_loaded == "False"
-        timings.append(float(elapsed))
-    assert min(timings) < 0.5, f"import cml took {min(timings):.2f} s"
+def test_import_is_lazy() -> None:
+    """``import cml`` and the modules every notebook imports load neither torch nor JAX (each costs seconds); the
+    time the import takes is a benchmark figure (``benchmarks/run.py``), not a test."""
+    code = ("import cml, cml.checks, cml.data, cml.device, cml.progress; import sys; "
+            "print('torch' in sys.modules, 'jax' in sys.modules)")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.split() == ["False", "False"]
 
 
 @pytest.mark.parametrize("name", MODULES + INSTRUCTOR_MODULES)

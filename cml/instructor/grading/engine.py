@@ -186,6 +186,7 @@ class GradingWorker:
         outcome.execution_seconds = report.cell_seconds
         outcome.kernel_start_seconds = report.first_answer_seconds or 0.0
         outcome.notes += report.problems
+        outcome.checks = report.checks
         outcome.peak_memory_mb = watchdog.peak_bytes / 2**20
         outcome.peak_disk_mb = read_outcome(kernel_outcome).get("peak_disk_bytes", 0) / 2**20
         if watchdog.leftover_processes:

@@ -108,6 +108,9 @@ class Outcome:
     kernels_forked: int = 0
     """How many of its kernels were forked from a zygote (the others started afresh)."""
     payload: dict = field(default_factory=dict)
+    checks: list[dict] = field(default_factory=list)
+    """Every check of the judged grade cells, for the class report (see
+    :func:`~cml.instructor.preprocessors.verdicts.check_results`); empty when verdicts are off."""
     worker: int = -1
 
     @property

@@ -67,6 +67,9 @@ class GradingOptions:
     """``(student, assignment)``: grade ids after which that submission stops (see :class:`~.model.Job`)."""
     restart_budget: int | None = None
     """How many dead or overrunning workers a pool replaces in this run; None: the pool's default."""
+    seed: int | None = None
+    """The grading seed of the hidden tests and the reference runs; None: drawn now. Given to grade described
+    submissions with a past run's seed, so that their values compare with that run's (the class report)."""
 
 
 @dataclass
@@ -276,7 +279,8 @@ def _write_reports(run_dir: Path, outcomes: list[Outcome], summary: dict) -> tup
     details = [{**row, "notes": outcome.notes, "remarks": outcome.remarks, "isolation_gaps": outcome.isolation_gaps, "worker": outcome.worker,
                 "phases": {name: round(seconds, 3) for name, seconds in outcome.phases.items()},
                 "cells": [{"notebook": notebook["name"], **grade} for notebook in outcome.payload.get("notebooks", [])
-                          for grade in notebook["grades"]]}
+                          for grade in notebook["grades"]],
+                "checks": outcome.checks}
                for row, outcome in zip(rows, outcomes)]
     json_path.write_text(json.dumps({**summary, "submissions": details}, indent=1))
     return csv_path, json_path
@@ -369,7 +373,7 @@ def grade_class(course: Course, submissions: Path, workdir: Path, assignments: l
         options = replace(options, sandbox=False)
     jobs = _plan(workdir, assignments, options.stop_after)
     workers = min(max(1, options.workers or default_workers()), max(1, len(jobs)))
-    seed = draw_seed() if options.verdicts else None
+    seed = (draw_seed() if options.seed is None else options.seed) if options.verdicts else None
     scratch = Path(tempfile.mkdtemp(prefix="cml-grade-"))
     scratch.chmod(0o711)
     try:

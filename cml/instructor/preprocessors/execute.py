@@ -60,6 +60,9 @@ class ExecutionReport:
     imports before the first answer."""
     problems: list[str] = field(default_factory=list)
     """Why the submission is flagged: execution that stopped early, interrupted cells, verdicts that disagree."""
+    checks: list[dict] = field(default_factory=list)
+    """One record per check of every judged grade cell, for the class report: its status, and a digest and a
+    preview of the student's value (:func:`cml.instructor.preprocessors.verdicts.check_results`)."""
 
     def __deepcopy__(self, memo: dict) -> ExecutionReport:
         return self  # shared, not copied, when traitlets loads it from a configuration

@@ -38,11 +38,12 @@ from traitlets import Instance, Unicode
 
 from cml import check_log, checks
 from cml.check_log import UndecodableValue, decode, sampled_shape
+from cml.instructor.analytics.values import describe_value
 from cml.instructor.cells import grade_id, is_grade
 from cml.instructor.preprocessors.execute import CHECK_RECORDS, ExecutionReport
 
-__all__ = ["HIDDEN_CHECK_FAILED", "VERDICT_MISMATCH", "CheckVerdicts", "Judgement", "has_error", "judge_cell",
-           "graded_code_id"]
+__all__ = ["HIDDEN_CHECK_FAILED", "VERDICT_MISMATCH", "CheckVerdicts", "Judgement", "check_results", "has_error",
+           "judge_cell", "graded_code_id"]
 
 VERDICT_MISMATCH = "VerdictMismatch"
 """``ename`` of the error given to a grade cell that passed in the kernel but not in the grader."""
@@ -191,6 +192,41 @@ def _judge_record(expected: dict, record: dict) -> Judgement | None:
     return None
 
 
+MAX_MESSAGE_CHARS = 500
+
+
+def check_results(notebook: str, cell_id: str, reference: list[dict], student: list[dict]) -> list[dict]:
+    """One record per check of a grade cell, in the reference run's order, for the class report: ``status``
+    (``passed``, ``failed`` or ``not_run``), the failure ``message``, and a ``digest`` and ``preview`` of the
+    student's value (``None`` for a check that compares no value). Records are matched as :func:`judge_cell` matches
+    them; a check's verdict record counts only where the check logged no value (``check_true`` and the like)."""
+    hidden = {record.get("id") for record in reference if record.get("hidden") and record.get("kind") != "verdict"}
+    valued = {record.get("id") for record in reference if "actual" in record and record.get("kind") != "inputs"}
+    results: list[dict] = []
+    position = 0
+    check_log.suspended = True
+    try:
+        for expected in reference:
+            kind, check_id = expected.get("kind"), expected.get("id")
+            if kind in ("skip", "inputs") or (kind == "verdict" and check_id in valued):
+                continue
+            match = next((index for index in range(position, len(student))
+                          if (student[index].get("kind"), student[index].get("id")) == (kind, check_id)), None)
+            record = {"notebook": notebook, "cell": cell_id, "id": str(check_id), "hidden": check_id in hidden,
+                      "status": "not_run", "digest": None, "value": None, "message": ""}
+            if match is not None:
+                position = match + 1
+                judgement = _judge_record(expected, student[match])
+                record["status"] = "failed" if judgement else "passed"
+                record["message"] = judgement.message[:MAX_MESSAGE_CHARS] if judgement else ""
+                if "actual" in student[match]:
+                    record["digest"], record["value"] = describe_value(student[match]["actual"])
+            results.append(record)
+    finally:
+        check_log.suspended = False
+    return results
+
+
 class CheckVerdicts(NbGraderPreprocessor):
     """After execution: zero every grade cell whose checks pass in the kernel but not against the reference."""
 
@@ -214,6 +250,8 @@ class CheckVerdicts(NbGraderPreprocessor):
                     self.report.problems.append(f"{grade_id}: the solution fails this cell in the reference run, so "
                                                 "its hidden checks could not be judged; the kernel's score stands")
                 continue
+            self.report.checks += check_results(resources.get("unique_key", ""), grade_id, cells[grade_id]["records"],
+                                                logged.get(index, []))
             errored = has_error(cell)  # zero already; judged only for signs of tampering before the error
             judgement = judge_cell(cells[grade_id]["records"], logged.get(index, []), complete=not errored)
             if judgement is None or (errored and not judgement.tampering):
