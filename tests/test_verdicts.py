@@ -229,3 +229,30 @@ def test_a_cell_that_stopped_with_an_error_is_searched_for_tampering_only() -> N
     assert judge_cell(reference, stolen, complete=False).tampering
     assert judge_cell(reference, stolen).tampering
     assert not judge_cell(reference, visible + [_withheld("h1", [9.0]), _withheld("h2", [2.0])]).tampering
+
+
+def test_check_results_give_each_check_its_status_value_and_digest() -> None:
+    from cml.instructor.preprocessors.verdicts import check_results
+
+    reference = (_close_record("a", [1.0, 2.0], [1.0, 2.0]) + _hidden_reference("h", [0.5, 0.25])
+                 + [{"kind": "verdict", "id": "t", "passed": True}] + _close_record("late", 1.0, 1.0))
+    student = (_close_record("a", [1.0, 2.0], 0) + [_withheld("h", np.array([0.5, -0.25]))]
+               + [{"kind": "verdict", "id": "t", "passed": False}])
+    results = check_results("nb", "test_cell", reference, student)
+    assert [(r["id"], r["status"], r["hidden"]) for r in results] == [
+        ("a", "passed", False), ("h", "failed", True), ("t", "failed", False), ("late", "not_run", False)]
+    visible, hidden, verdict, late = results
+    assert visible["digest"] and visible["value"] == "float64 array of shape (2,): [1. 2.]"
+    assert "wrong at 1 of 2 entries" in hidden["message"] and "-0.25" in hidden["value"]
+    assert verdict["digest"] is None and late["digest"] is None and late["message"] == ""
+    assert {r["notebook"] for r in results} == {"nb"} and {r["cell"] for r in results} == {"test_cell"}
+    # The same answer has the same digest whatever its numeric type and float noise; another answer another one.
+    same = check_results("nb", "c", reference[:2], _close_record("a", np.array([1, 2]), 0))[0]
+    noisy = check_results("nb", "c", reference[:2], _close_record("a", [1.0 + 1e-12, 2.0], 0))[0]
+    other = check_results("nb", "c", reference[:2], _close_record("a", [1.0, 2.001], 0))[0]
+    assert same["digest"] == noisy["digest"] == visible["digest"] != other["digest"]
+    # A value nothing can read has no digest, and no record of the student's forges a check the reference lacks.
+    unreadable = _close_record("a", [1.0, 2.0], 0)
+    unreadable[0]["actual"] = {"dtype": "O", "shape": [1], "data": ""}
+    broken = check_results("nb", "c", reference[:2], unreadable + _close_record("forged", 1.0, 1.0))
+    assert [(r["id"], r["status"], r["digest"]) for r in broken] == [("a", "failed", None)]
