@@ -11,6 +11,7 @@
     cml-course cases A [CASE ...]     grade the described test submissions of tests/submissions/A
     cml-course check NOTEBOOK         for students: run a copy from the top in a fresh kernel, list the visible
                                       checks and points per exercise, warn about what costs points (exit 1)
+    cml-course export-lms WORKDIR     grade files Canvas or Moodle import (--lms canvas|moodle --mapping FILE)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from cml import selfcheck
+from cml.instructor.analytics import lms
 from cml.instructor.testing import cases as cases_module
 from cml.instructor.grading.baseline import GradeRow, autograde, format_table, read_grades, write_csv
 from cml.instructor.testing.cases import expectation_failures
@@ -255,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = selfcheck.add_arguments(commands.add_parser(
         "check", help="before submitting: run a copy of NOTEBOOK from the top, report what would cost points"))
     check.set_defaults(handler=selfcheck.run_command)
+    export = commands.add_parser("export-lms", help="grade files for Canvas or Moodle from the gradebook")
+    lms.add_arguments(export)
+    export.set_defaults(handler=lms.run)
     return parser
 
 
