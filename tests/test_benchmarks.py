@@ -54,3 +54,47 @@ def test_sanitize_cost_benchmark_reports_each_notebook(tmp_path: Path, capsys: p
     assert _load("sanitize_cost").main(["01_neuron", "--from", str(tmp_path), "--repeats", "1"]) == 0
     output = capsys.readouterr().out
     assert "feedback before" in output and output.count("01_neuron") == 1 and "mean" in output
+
+
+def test_class_analytics_benchmark_runs_on_a_tiny_class(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    benchmark = _load("class_analytics")
+    assert benchmark.main(["--students", "12", "--assignments", "01_neuron", "--copied-pairs", "2",
+                           "--baseline-students", "8", "--workdir", str(tmp_path)]) == 0
+    output = capsys.readouterr().out
+    assert "12 students x 1 assignments" in output and "2 planted copied pairs" in output
+    assert "generating the class" in output and "not counted" in output
+    assert "baseline: brute force, all pairs, 8 students" in output and "index on the same 8 students" in output
+    for module, row in (("report", "report --no-cases"), ("similarity", "similarity (index)")):
+        if (REPO / "cml" / "instructor" / "analytics" / f"{module}.py").exists():
+            assert row in output
+    if "report --no-cases" in output:
+        assert "report.html" in output and "CSVs" in output and "target < 60 s:" in output
+    if "similarity (index)" in output:
+        assert "similarity.html" in output and "planted copied pairs:" in output
+    submitted = sorted(path.relative_to(tmp_path / "submitted").parts[0]
+                       for path in (tmp_path / "submitted").glob("*/01_neuron/01_neuron.ipynb"))
+    assert len(submitted) == 12
+
+
+def test_synthetic_class_is_deterministic_and_plants_copies(tmp_path: Path) -> None:
+    import json
+
+    generator = _load("synthetic_class")
+    first = generator.generate_class(tmp_path / "a", students=8, assignments=["01_neuron"], seed=3, copied_pairs=2)
+    again = generator.generate_class(tmp_path / "b", students=8, assignments=["01_neuron"], seed=3, copied_pairs=2)
+    assert first.answers == again.answers and first.copied_pairs == again.copied_pairs
+    assert (first.run_dir / "report.json").read_text() == (again.run_dir / "report.json").read_text()
+    report = json.loads((first.run_dir / "report.json").read_text())
+    assert len(report["submissions"]) == 8
+    graded = [submission for submission in report["submissions"] if submission["status"] != "failed"]
+    for submission in graded:  # code_score is the sum of the code cells' points, as nbgrader counts it
+        assert submission["code_score"] == sum(cell["auto_score"] or 0 for cell in submission["cells"]
+                                               if cell["cell_type"] == "code")
+        assert {check["status"] for check in submission["checks"]} <= {"passed", "failed", "not_run"}
+    for original, copier in first.copied_pairs:  # a copier hands in the original's answers, disguised
+        cells = first.answers["01_neuron"]
+        assert cells[original].keys() == cells[copier].keys()
+        assert any(cells[original][cell] != cells[copier][cell] for cell in cells[original])
+        records = {submission["student"]: submission for submission in report["submissions"]}
+        assert [check["digest"] for check in records[original]["checks"]] == \
+               [check["digest"] for check in records[copier]["checks"]]
