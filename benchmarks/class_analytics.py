@@ -93,17 +93,26 @@ def _wrong_values(run_dir: Path, students: set[str]) -> dict[str, dict[str, list
     return values
 
 
+def _column(row: dict[str, str], word: str) -> str:
+    """The value of the first column of a similarity.csv row whose name holds ``word``."""
+    return next((value for key, value in row.items() if key and word in key.lower()), "")
+
+
+def _number(row: dict[str, str], word: str) -> float:
+    try:
+        return float(_column(row, word) or 0)
+    except ValueError:
+        return 0.0
+
+
 def _planted_ranks(rows: list[dict[str, str]], planted: list[tuple[str, str]], assignments: list[str]
                    ) -> dict[str, list[int | None]]:
     """Per assignment, the rank (1 = top) of each planted pair among the rows of similarity.csv (None: absent)."""
-    def column(row: dict[str, str], word: str) -> str:
-        return next((value for key, value in row.items() if key and word in key.lower()), "")
-
     ranks: dict[str, list[int | None]] = {}
     for assignment in assignments:
-        ordered = sorted((row for row in rows if column(row, "assignment") == assignment),
-                         key=lambda row: -float(column(row, "combined") or 0))
-        positions = {frozenset((column(row, "student_a"), column(row, "student_b"))): rank
+        ordered = sorted((row for row in rows if _column(row, "assignment") == assignment),
+                         key=lambda row: -_number(row, "combined"))
+        positions = {frozenset((_column(row, "student_a"), _column(row, "student_b"))): rank
                      for rank, row in enumerate(ordered, start=1)}
         ranks[assignment] = [positions.get(frozenset(pair)) for pair in planted]
     return ranks
@@ -204,11 +213,12 @@ def _benchmark(arguments: argparse.Namespace, workdir: Path) -> int:
                      "counted" + ("" if status == 0 else f", exit {status}")))
         table = out / "similarity" / "similarity.csv"
         pairs = list(csv.DictReader(table.open(encoding="utf-8"))) if table.is_file() else []
-        above = sum(float(next((v for k, v in row.items() if k and "combined" in k.lower()), 0) or 0)
-                    >= arguments.threshold for row in pairs)
+        above = [row for row in pairs if _number(row, "combined") >= arguments.threshold]
+        by_code = sum(_number(row, "code") >= arguments.threshold for row in above)
         lines.append(f"similarity.html {_bytes([out / 'similarity' / 'similarity.html']):,} bytes; "
                      f"similarity.csv {_bytes([table]):,} bytes, {len(pairs)} rows; "
-                     f"{above} pairs at or above the threshold {arguments.threshold:g}")
+                     f"{len(above)} pairs at or above the threshold {arguments.threshold:g} ({by_code} by code alone, "
+                     f"{len(above) - by_code} raised there by shared rare wrong values)")
         if made.copied_pairs:
             lines.append(_ranks_line(_planted_ranks(pairs, made.copied_pairs, made.assignments), len(made.copied_pairs)))
         if status != 0:

@@ -59,6 +59,10 @@ OWN_CODE_SHARE = 0.8
 RARE_FAILURE_SHARE = 0.015
 """Chance that a check which would pass fails instead with a value nobody else has."""
 FLAGGED_SHARE, FAILED_SHARE = 0.02, 0.005
+ABILITY_WEIGHT = 2.0
+"""Log-odds of a right answer per standard deviation of a student's ability (item-total correlations 0.2 to 0.5)."""
+HOSTILE_SHARE = 0.05
+"""Share of the students' own wrong values whose preview is hostile text (markup, an RTL override)."""
 
 NUMPY_FUNCTIONS = ("mean", "sum", "max", "min", "abs", "sqrt", "exp", "log1p", "tanh", "cumsum", "sort", "median",
                    "std", "var", "square", "ptp", "argmax", "argmin", "cos", "sin", "prod", "clip", "round", "diff")
@@ -408,7 +412,8 @@ def _check_records(assignment: str, test: TestCell, choice: dict[str, str], plan
         else:
             for index, check in enumerate(test.checks):
                 if check.valued and rng.random() < RARE_FAILURE_SHARE:
-                    failing = (index, _digest("own", student, check.id), f"{rng.gauss(0, 1):.6f}",
+                    preview = HOSTILE_PREVIEW if rng.random() < HOSTILE_SHARE else f"{rng.gauss(0, 1):.6f}"
+                    failing = (index, _digest("own", student, check.id), preview,
                                _failure_message(check, rng))
                     break
     if failing is not None:
@@ -479,7 +484,7 @@ def _choose(plan: AssignmentPlan, ability: float, difficulty: dict[str, float], 
             continue
         right = [name for name, _, wrong in variants if not wrong]
         wrong = [name for name, _, is_wrong in variants if is_wrong]
-        if not wrong or rng.random() < _sigmoid(1.6 + ability - difficulty[cell_id]):
+        if not wrong or rng.random() < _sigmoid(1.6 + ABILITY_WEIGHT * ability - difficulty[cell_id]):
             # the plain solution most often, the other correct forms less
             choice[cell_id] = rng.choices(right, [3.0] + [1.0] * (len(right) - 1))[0]
         else:  # the first wrong variant is the common mistake
