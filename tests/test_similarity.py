@@ -100,6 +100,8 @@ def test_renaming_comments_and_layout_do_not_change_the_tokens():
                  "               axis=0)  # summed\n    return s\n")
     assert tokenize_cell(original).texts == tokenize_cell(disguised).texts
     assert "axis" in tokenize_cell(original).texts and "sum" in tokenize_cell(original).texts
+    lines = tokenize_cell(disguised, with_lines=True).lines.tolist()
+    assert lines[0] == 1 and lines[-1] == 6 and lines.count(5) == 4  # `axis = 0 )` on the continuation line
 
 
 def test_winnowing_keeps_a_fingerprint_of_every_long_match():

@@ -73,20 +73,28 @@ class CellTokens:
     hashes: np.ndarray
     """``uint64``, one per token (:func:`token_hash`)."""
     lines: np.ndarray
+    """The line of each token, when :func:`tokenize_cell` was asked for them (else empty)."""
 
 
-def tokenize_cell(source: str) -> CellTokens:
-    """The normalised tokens of a code cell (see the module docstring). Never raises."""
-    texts, lines = _normalise(_TOKEN.findall(_MAGIC_LINE.sub("", source[:MAX_CELL_CHARS])))
+def tokenize_cell(source: str, *, with_lines: bool = False) -> CellTokens:
+    """The normalised tokens of a code cell (see the module docstring), with their lines if asked (the index does
+    without them). Never raises."""
+    raw = _TOKEN.findall(_MAGIC_LINE.sub("", source[:MAX_CELL_CHARS]))
+    normal = _normalise(raw)
+    texts = list(filter(None, normal))
     hashes = np.fromiter(map(token_hash, texts), dtype=np.uint64, count=len(texts))
-    return CellTokens(tuple(texts), hashes, np.array(lines, dtype=np.int64))
+    lines = np.zeros(0, dtype=np.int64)
+    if with_lines:
+        line_starts = accumulate((text.count("\n") if text[0] in "\n'\"" else 0 for text in raw), initial=1)
+        lines = np.array([line for token, line in zip(normal, line_starts) if token], dtype=np.int64)
+    return CellTokens(tuple(texts), hashes, lines)
 
 
 @lru_cache(maxsize=1 << 18)
 def _token_normal(text: str) -> str:
     """A token's normal form out of context: "" for a comment, the placeholder for a name not kept."""
     first = text[0]
-    if first == "#":
+    if first in "#\n":
         return ""
     if first in "'\"":
         quote = text[:3] if text[:3] in ('"""', "'''") else first
@@ -104,9 +112,9 @@ def _token_normal(text: str) -> str:
 _CONTEXT_TOKENS = frozenset({".", "import", "from", "(", "[", "{", ")", "]", "}", "=", "def", "class"})
 
 
-def _normalise(raw: list[str]) -> tuple[list[str], list[int]]:
+def _normalise(raw: list[str]) -> list[str]:
     """The lexer's tokens (line breaks and comments among them) normalised: names to the placeholder except the
-    kept ones, strings and numbers spelled canonically, string statements dropped; and the line of each.
+    kept ones, strings and numbers spelled canonically; "" for a line break, a comment, a string statement.
 
     Most tokens are normalised out of context (cached); one pass over the few that set a context (dots,
     brackets, ``=``, strings) restores attribute, import and keyword-argument names and drops string statements.
@@ -139,9 +147,7 @@ def _normalise(raw: list[str]) -> tuple[list[str], list[int]]:
                 end += 1
             if end == count or raw[end] in ("\n", ";"):
                 normal[index] = ""
-    line_breaks = accumulate((text.count("\n") if text[0] in "\n'\"" else 0 for text in raw), initial=1)
-    kept = [(token, line) for token, line in zip(normal, line_breaks) if token and token != "\n"]
-    return [token for token, _ in kept], [line for _, line in kept]
+    return normal
 
 
 @lru_cache(maxsize=1 << 18)

@@ -25,7 +25,7 @@ import itertools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -96,7 +96,6 @@ class AssignmentSimilarity:
     students: int
     pairs_scored: int
     common_limit: float
-    notes: list[str] = field(default_factory=list)
 
 
 def rare_value_limit(students: int) -> int:

@@ -155,7 +155,6 @@ def analyse_workdir(workdir: Path, *, assignments: Sequence[str] | None = None, 
         result = compare_assignment(submissions, base, assignment=assignment,
                                     wrong_values=wrong_values(report, assignment), common_fraction=common_fraction)
         results.append(result)
-        notes.extend(result.notes)
         sources[assignment], bases[assignment] = submissions, base
     return SimilarityResult(workdir, results, sources, bases, report_path, notes)
 

@@ -77,7 +77,7 @@ def _lines_markup(source: str, marked: set[int]) -> str:
 
 def cell_view(cell: str, source_a: str, source_b: str, base: str | None) -> tuple[set[int], set[int]]:
     """The lines of each source covered by a k-gram the two share and the starter code does not."""
-    tokens_a, tokens_b = tokenize_cell(source_a), tokenize_cell(source_b)
+    tokens_a, tokens_b = tokenize_cell(source_a, with_lines=True), tokenize_cell(source_b, with_lines=True)
     hashes_a, hashes_b = kgram_hashes(tokens_a, cell), kgram_hashes(tokens_b, cell)
     shared = np.intersect1d(hashes_a, hashes_b)
     if base is not None:
