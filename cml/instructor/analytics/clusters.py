@@ -1,0 +1,132 @@
+"""Clusters of identical wrong values: many students failing a check with the very same value.
+
+A check record's ``digest`` identifies the student's value (equal digests: values equal to about six significant
+digits). For each check, the ``failed`` records with the same non-null digest form a cluster when at least
+``min_size`` students share it: one common mistake, worth one explanation to the whole class. The described wrong
+answers of the course (``tests/submissions/``) can name the mistake: ``case_names`` maps
+``(assignment, check_id, digest)`` to ``(case_name, case_description)``. Pure computation, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cml.instructor.analytics.items import failure_line
+
+__all__ = ["Cluster", "DEFAULT_MIN_CLUSTER", "EXAMPLE_CHARS", "find_clusters", "name_clusters", "wanted_values"]
+
+DEFAULT_MIN_CLUSTER = 2
+EXAMPLE_CHARS = 300
+"""The example value shown of a cluster is cut to this many characters."""
+
+WrongValue = tuple[str, str, str]
+"""``(assignment, check_id, digest)``."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Students who failed one check with the same value; ``share`` = ``len(members) / n_failed`` (the students
+    who failed the check); ``members`` are student ids, for the instructor's CSV only."""
+
+    assignment: str
+    notebook: str
+    cell: str
+    check_id: str
+    digest: str
+    members: tuple[str, ...]
+    n_failed: int
+    example_value: str
+    message: str
+    case_name: str | None = None
+    case_description: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def share(self) -> float:
+        return self.size / self.n_failed if self.n_failed else 0.0
+
+    @property
+    def key(self) -> WrongValue:
+        return self.assignment, self.check_id, self.digest
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def find_clusters(submissions: Iterable[Mapping[str, Any]], min_size: int = DEFAULT_MIN_CLUSTER) -> list[Cluster]:
+    """The clusters of every check of every assignment, largest first (then by assignment and check)."""
+    n_failed: dict[str, dict[str, int]] = defaultdict(dict)  # assignment -> check id -> students failing it
+    groups: dict[str, dict[str, dict[str, list]]] = defaultdict(dict)  # assignment -> check id -> digest -> members
+    for submission in submissions:
+        records = submission.get("checks")
+        if not isinstance(records, list):
+            continue
+        assignment, student = _text(submission.get("assignment")), _text(submission.get("student"))
+        failed_counts, by_check = n_failed[assignment], groups[assignment]
+        for record in records:
+            if not isinstance(record, dict) or record.get("status") != "failed":
+                continue
+            check_id = record.get("id")
+            if not isinstance(check_id, str):
+                check_id = str(check_id)
+            failed_counts[check_id] = failed_counts.get(check_id, 0) + 1
+            digest = record.get("digest")
+            if isinstance(digest, str) and digest:
+                by_digest = by_check.get(check_id)
+                if by_digest is None:
+                    by_digest = by_check[check_id] = {}
+                members = by_digest.get(digest)
+                if members is None:
+                    by_digest[digest] = [(student, record)]
+                else:
+                    members.append((student, record))
+    clusters = []
+    for assignment, by_check in groups.items():
+        for check_id, by_digest in by_check.items():
+            clusters += _check_clusters(assignment, check_id, by_digest, n_failed[assignment][check_id], min_size)
+    return sorted(clusters, key=lambda cluster: (-cluster.size, cluster.assignment, cluster.check_id,
+                                                 cluster.digest))
+
+
+def _check_clusters(assignment: str, check_id: str, by_digest: Mapping[str, list[tuple[str, Mapping[str, Any]]]],
+                    n_failed: int, min_size: int) -> list[Cluster]:
+    clusters = []
+    for digest, members in by_digest.items():
+        if len(members) < max(min_size, 2):
+            continue
+        students = tuple(sorted({student for student, _ in members}))
+        if len(students) < max(min_size, 2):
+            continue
+        first = min(members, key=lambda pair: pair[0])[1]
+        example = _text(first.get("value") or "")
+        if len(example) > EXAMPLE_CHARS:
+            example = example[:EXAMPLE_CHARS - 1] + "…"
+        raw = Counter(record.get("message") or "" for _, record in members)
+        messages: Counter[str] = Counter()
+        for text, count in raw.items():
+            messages[failure_line(_text(text))] += count
+        message = min(messages.items(), key=lambda pair: (-pair[1], pair[0]))[0]
+        clusters.append(Cluster(assignment, _text(first.get("notebook")), _text(first.get("cell")), check_id,
+                                digest, students, n_failed, example, message))
+    return clusters
+
+
+def wanted_values(clusters: Iterable[Cluster]) -> set[WrongValue]:
+    """The ``(assignment, check_id, digest)`` of each cluster: what to ask the described cases to name."""
+    return {cluster.key for cluster in clusters}
+
+
+def name_clusters(clusters: Iterable[Cluster], case_names: Mapping[WrongValue, tuple[str, str]]) -> list[Cluster]:
+    """The clusters with the name and description of the described case that produces their value, where known."""
+    named = []
+    for cluster in clusters:
+        case = case_names.get(cluster.key)
+        named.append(replace(cluster, case_name=case[0], case_description=case[1]) if case else cluster)
+    return named
