@@ -190,21 +190,18 @@ def segment_winnow(hashes: np.ndarray, segment: np.ndarray, window: int = WINDOW
     the minimum of a shorter cell), each once per cell: (fingerprints, their cell index), sorted by cell."""
     if len(hashes) == 0:
         return hashes, segment
-    chosen = []
+    chosen = np.zeros(len(hashes), dtype=bool)
     if len(hashes) >= window:
         windows = np.lib.stride_tricks.sliding_window_view(hashes, window)
         inside = segment[: len(windows)] == segment[window - 1:]
         rightmost_minimum = window - 1 - np.argmin(windows[:, ::-1], axis=1)
-        chosen.append((np.arange(len(windows)) + rightmost_minimum)[inside])
-    cells, first, sizes = np.unique(segment, return_index=True, return_counts=True)
-    short = sizes < window
-    if short.any():
-        minima = np.minimum.reduceat(hashes, first)[short]
-        chosen.append(first[short] + np.array([np.flatnonzero(hashes[start: start + size] == low)[-1]
-                                               for start, size, low in zip(first[short], sizes[short], minima)],
-                                              dtype=np.int64))
-    positions = np.unique(np.concatenate(chosen))
-    fingerprints, owners = hashes[positions], segment[positions]
+        chosen[(np.arange(len(windows)) + rightmost_minimum)[inside]] = True
+    first = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+    sizes = np.diff(np.r_[first, len(hashes)])
+    for start, size in zip(first[sizes < window].tolist(), sizes[sizes < window].tolist()):
+        cell = hashes[start: start + size]
+        chosen[start + np.flatnonzero(cell == cell.min())[-1]] = True
+    fingerprints, owners = hashes[chosen], segment[chosen]
     order = np.lexsort((fingerprints, owners))
     fingerprints, owners = fingerprints[order], owners[order]
     keep = np.ones(len(order), dtype=bool)

@@ -13,7 +13,7 @@ and each posting list stays short, so the pairs counted stay far fewer than ``n*
 each wrote one short line from scoring 1.
 
 **Wrong values.** Two students who failed a check with the same value (equal digest) that at most
-``max(3, 5% of n)`` students gave share a *rare wrong value*. Each is evidence, and raises the ranking:
+:func:`rare_value_limit` students gave (2 in a class of up to 60, else 3) share a *rare wrong value*. Each is evidence, and raises the ranking:
 ``combined = 1 - (1 - code_score) * prod(1 - weight)``, with weight 0.3 for a hidden check (the student never
 saw its input) and 0.2 for a visible one. Two hidden ones alone give 0.51, above the default threshold 0.5; the
 code score is always reported beside it. Pairs linked only by wrong values are reported too.
@@ -99,8 +99,11 @@ class AssignmentSimilarity:
 
 
 def rare_value_limit(students: int) -> int:
-    """At most this many students may share a wrong value for it to be evidence: 3, or 5% of a larger class."""
-    return max(3, math.floor(0.05 * students))
+    """At most this many students may share a wrong value for it to be evidence: 3, and fewer than 5% of the
+    class, but always a pair. A wrong value a dozen students give is a common mistake (``cml-course report``
+    clusters those), and in a class of 1,000 each such value would link 66 pairs that have nothing else in
+    common; a value only two or three students give is hard to reach independently."""
+    return max(2, min(3, math.ceil(0.05 * students) - 1))
 
 
 @dataclass
@@ -205,8 +208,11 @@ def compare_assignment(submissions: Mapping[str, Mapping[str, str]], base: Mappi
     count = len(students)
     prints = _fingerprint_class(students, submissions, base, k, window)
     common_limit = max(2.0, common_fraction * count)
-    hashes, inverse, holders = np.unique(prints.hashes, return_inverse=True, return_counts=True)
-    holders_of = holders[inverse]
+    order = np.argsort(prints.hashes, kind="stable")
+    sorted_hashes = prints.hashes[order]
+    run_starts = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
+    holders_of = np.empty(len(order), dtype=np.int64)
+    holders_of[order] = np.repeat(np.diff(np.r_[run_starts, len(order)]), np.diff(np.r_[run_starts, len(order)]))
     rare = holders_of <= common_limit
     rare_count = np.bincount(prints.owners[rare], minlength=count)
     # per student, its rare fingerprints sorted (the flat arrays are sorted by student, then cell)
@@ -222,8 +228,8 @@ def compare_assignment(submissions: Mapping[str, Mapping[str, str]], base: Mappi
         codes_array, shared_array = np.array(codes, dtype=np.int64), np.array(shared, dtype=np.int64)
     else:
         linking = rare & (holders_of >= 2)
-        order = np.argsort(prints.hashes[linking], kind="stable")
-        codes_array, shared_array = _pair_counts(prints.hashes[linking][order], prints.owners[linking][order], count)
+        linking_sorted = order[linking[order]]
+        codes_array, shared_array = _pair_counts(prints.hashes[linking_sorted], prints.owners[linking_sorted], count)
     evidence = _evidence(wrong_values or {}, {student: position for position, student in enumerate(students)})
     pairs_scored = len(codes_array) + sum(1 for a, b in evidence
                                           if not _contains(codes_array, a * count + b))
