@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,17 @@ from cml.instructor.grading.run import grade_class
 REPO = Path(__file__).resolve().parents[1]
 PLANTED_CHECK = "grad_loss_i.zero_weights"
 """The first check the sign mistake fails: every planted student returns the same wrong gradient there."""
+
+
+@pytest.fixture(scope="module")
+def class_report(graded_class, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``cml-course report`` of the graded class, its clusters named by grading the described cases with the run's
+    seed (clusters of three or more students here, so that only the sign mistake's candidate cases are graded)."""
+    from cml.instructor.analytics.report import build_report
+
+    _, run = graded_class
+    return build_report(run.json_report.parent, tmp_path_factory.mktemp("analysis"), course_root=REPO,
+                        min_cluster=3)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +99,56 @@ def test_lms_files_hold_the_gradebook_scores(graded_class, tmp_path: Path) -> No
     rows = list(csv.reader(moodle.path.open(newline="")))
     assert rows[0] == ["Email address", ASSIGNMENT]
     assert {row[0]: float(row[1]) for row in rows[1:]} == {f"{s}@uni.example": v for s, v in expected.items()}
+
+
+def test_the_report_names_the_planted_mistake_by_its_case(class_report: Path) -> None:
+    clusters = list(csv.DictReader((class_report.parent / "clusters.csv").open(newline="")))
+    planted = [row for row in clusters if row["check_id"] == PLANTED_CHECK]
+    assert len(planted) == 1 and planted[0]["case_name"] == PLANTED_CASE
+    assert sorted(planted[0]["members"].split()) == sorted(MISTAKEN) and planted[0]["size"] == "4"
+    assert "-0.5" in planted[0]["example_value"]
+    page = class_report.read_text()
+    section = page[page.index("Clusters of identical wrong values"):]
+    section = section[:section.index("<h3", 10)]
+    assert PLANTED_CASE in section and PLANTED_CHECK in section
+    assert not any(student in section for student in MISTAKEN)  # ids are in the CSV only
+    assert "Content-Security-Policy" in page and "<script" not in page.lower()
+
+
+def test_the_copied_pair_ranks_first_and_no_honest_pair_passes_the_threshold(graded_class, tmp_path: Path) -> None:
+    import argparse
+
+    from cml.instructor.analytics import similarity
+    from cml.instructor.analytics.similarity_page import DEFAULT_THRESHOLD
+
+    workdir, _ = graded_class
+    parser = argparse.ArgumentParser()
+    similarity.add_arguments(parser)
+    assert similarity.run(parser.parse_args([str(workdir), "--out", str(tmp_path)])) == 0
+    pairs = list(csv.DictReader((tmp_path / "similarity.csv").open(newline="")))
+    assert pairs, "no pair at all"
+    assert {pairs[0]["student_a"], pairs[0]["student_b"]} == set(COPIED_PAIR)
+    assert float(pairs[0]["code_score"]) >= 0.9  # renamed, commented, laid out anew: the same code
+    above = [{row["student_a"], row["student_b"]} for row in pairs if float(row["combined"]) >= DEFAULT_THRESHOLD]
+    assert above == [set(COPIED_PAIR)]
+    # The copied wrong answers are evidence too: the pair shares wrong values on hidden checks nobody else gave.
+    assert "(hidden)" in pairs[0]["evidence"] and "linear_regression" in pairs[0]["evidence"]
+    page = (tmp_path / "similarity.html").read_text()
+    assert all(student in page for student in COPIED_PAIR) and "<mark>" in page
+
+
+def test_the_class_report_opens_in_chromium(class_report: Path) -> None:
+    with headless_chromium() as chromium:
+        page = chromium.new_page(viewport={"width": 1300, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.goto(class_report.as_uri())
+        assert page.title() and page.locator("h2", has_text=ASSIGNMENT).count() == 1
+        figures = page.locator("img")
+        assert figures.count() >= 2
+        assert all(figures.nth(i).evaluate("image => image.naturalWidth") > 0 for i in range(figures.count()))
+        assert page.locator("text=" + PLANTED_CASE).count() >= 1
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        assert len(page.screenshot(path=SCREENSHOTS / "class-report.png", full_page=True)) > 10_000
+        assert errors == [], errors

@@ -11,6 +11,8 @@
     cml-course cases A [CASE ...]     grade the described test submissions of tests/submissions/A
     cml-course check NOTEBOOK         for students: run a copy from the top in a fresh kernel, list the visible
                                       checks and points per exercise, warn about what costs points (exit 1)
+    cml-course report RUN_OR_WORKDIR  item analysis, clusters of identical wrong answers named by their described
+                                      case, time and memory, flagged submissions and items (HTML and CSVs)
     cml-course export-lms WORKDIR     grade files Canvas or Moodle import (--lms canvas|moodle --mapping FILE)
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from cml import selfcheck
-from cml.instructor.analytics import lms
+from cml.instructor.analytics import lms, report
 from cml.instructor.testing import cases as cases_module
 from cml.instructor.grading.baseline import GradeRow, autograde, format_table, read_grades, write_csv
 from cml.instructor.testing.cases import expectation_failures
@@ -181,6 +183,12 @@ def command_demo(arguments: argparse.Namespace) -> int:
     expectations += [f"{o.student}/{o.assignment}: {o.status}: {' | '.join(o.notes)}"
                      for o in run.outcomes if o.status != "graded"]
     expectations += run.reference_problems
+    print("\n== what the run says about the class: item analysis, common wrong answers, resources")
+    try:
+        page = report.build_report(run.json_report.parent, course_root=course.root)
+        print(f"class report: {page} (CSVs beside it; again with: cml-course report {workdir})")
+    except report.ReportError as error:
+        expectations.append(f"class report: {error}")
     for problem in expectations:
         print(f"PROBLEM {problem}")
     ok = release_ok and not expectations
@@ -257,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = selfcheck.add_arguments(commands.add_parser(
         "check", help="before submitting: run a copy of NOTEBOOK from the top, report what would cost points"))
     check.set_defaults(handler=selfcheck.run_command)
+    analysis = commands.add_parser("report", help="what a grading run says about the class (HTML and CSVs)")
+    report.add_arguments(analysis)
+    analysis.set_defaults(handler=report.run)
     export = commands.add_parser("export-lms", help="grade files for Canvas or Moodle from the gradebook")
     lms.add_arguments(export)
     export.set_defaults(handler=lms.run)
