@@ -13,6 +13,8 @@
                                       checks and points per exercise, warn about what costs points (exit 1)
     cml-course report RUN_OR_WORKDIR  item analysis, clusters of identical wrong answers named by their described
                                       case, time and memory, flagged submissions and items (HTML and CSVs)
+    cml-course similarity WORKDIR     pairs of students whose answer cells look copied, with identical rare wrong
+                                      values as evidence, side by side (HTML and CSV)
     cml-course export-lms WORKDIR     grade files Canvas or Moodle import (--lms canvas|moodle --mapping FILE)
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import psutil
 
 from cml import selfcheck
-from cml.instructor.analytics import lms, report
+from cml.instructor.analytics import lms, report, similarity
 from cml.instructor.testing import cases as cases_module
 from cml.instructor.grading.baseline import GradeRow, autograde, format_table, read_grades, write_csv
 from cml.instructor.testing.cases import expectation_failures
@@ -268,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     analysis = commands.add_parser("report", help="what a grading run says about the class (HTML and CSVs)")
     report.add_arguments(analysis)
     analysis.set_defaults(handler=report.run)
+    alike = commands.add_parser("similarity", help="pairs of students whose answers look copied (MOSS-style)")
+    similarity.add_arguments(alike)
+    alike.set_defaults(handler=similarity.run)
     export = commands.add_parser("export-lms", help="grade files for Canvas or Moodle from the gradebook")
     lms.add_arguments(export)
     export.set_defaults(handler=lms.run)
