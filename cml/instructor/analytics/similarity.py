@@ -23,7 +23,7 @@ from typing import Any
 from cml.instructor.analytics.copy_detection import (COMMON_FRACTION, AssignmentSimilarity, Pair, WrongValue,
                                                      compare_assignment, find_similar_pairs)
 from cml.instructor.analytics.similarity_page import DEFAULT_THRESHOLD, write_csv, write_html
-from cml.instructor.cells import cell_kind, grade_id
+from cml.instructor.cells import cell_kind, grade_id, nbgrader_metadata
 
 __all__ = ["SimilarityResult", "add_arguments", "analyse_workdir", "answer_cells", "find_similar_pairs",
            "latest_report", "run", "wrong_values"]
@@ -74,7 +74,9 @@ def answer_cells(notebook: Mapping[str, Any], prefix: str = "") -> dict[str, str
     """``{grade_id: source}`` of the code cells students answer in (solution cells, manually graded code)."""
     cells: dict[str, str] = {}
     for cell in notebook.get("cells", []):
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code" or cell_kind(cell) not in _ANSWER_KINDS:
+        # most cells are not answers: nbgrader_metadata is cheap, the full predicate only for the candidates
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code" or not nbgrader_metadata(cell).get("solution") \
+                or cell_kind(cell) not in _ANSWER_KINDS:
             continue
         identifier = grade_id(cell)
         if isinstance(identifier, str) and identifier and prefix + identifier not in cells:
