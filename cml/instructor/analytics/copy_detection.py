@@ -13,9 +13,9 @@ and each posting list stays short, so the pairs counted stay far fewer than ``n*
 each wrote one short line from scoring 1.
 
 **Wrong values.** Two students who failed a check with the same value (equal digest) that at most
-:func:`rare_value_limit` students gave (2 in a class of up to 60, else 3) share a *rare wrong value*. Each is evidence, and raises the ranking:
-``combined = 1 - (1 - code_score) * prod(1 - weight)``, with weight 0.3 for a hidden check (the student never
-saw its input) and 0.2 for a visible one. Two hidden ones alone give 0.51, above the default threshold 0.5; the
+:func:`rare_value_limit` students gave (2 in a class of up to 60, else 3) share a *rare wrong value*. Each is
+evidence, and raises the ranking: ``combined = 1 - (1 - code_score) * prod(1 - weight)``, with weight 0.3 for a
+hidden check (the student never saw its input) and 0.2 for a visible one. Two hidden ones alone give 0.51, above the default threshold 0.5; the
 code score is always reported beside it. Pairs linked only by wrong values are reported too.
 """
 
