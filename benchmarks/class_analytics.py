@@ -168,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=60.0, help="seconds for report + similarity (information)")
     arguments = parser.parse_args(argv)
 
+    if arguments.workdir is not None and arguments.workdir.exists() and any(arguments.workdir.iterdir()):
+        print(f"--workdir {arguments.workdir} is not empty: give an empty or new folder (a class left there would "
+              "mix with the new one)", file=sys.stderr)
+        return 2
     with contextlib.ExitStack() as stack:
         workdir = arguments.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cml-analytics-")))
         return _benchmark(arguments, workdir)
