@@ -11,7 +11,7 @@ copied pairs. Timed, and printed side by side:
 * generating the class (not counted);
 * ``cml-course report WORKDIR --no-cases`` (item analysis, clusters, HTML and CSVs);
 * ``cml-course similarity WORKDIR`` (the inverted index of rare fingerprints; reads every submitted notebook);
-* the baseline, on the first ``--baseline-students`` students only: ``find_similar_pairs(..., brute_force=True)``,
+* the baseline, on ``--baseline-students`` students only (the planted pairs and the first others): ``find_similar_pairs(..., brute_force=True)``,
   which scores all pairs, beside the index on the same students (the same code, read from memory, so only the
   algorithm differs), and an extrapolation of the brute force to the full class, stated as such.
 
@@ -136,8 +136,9 @@ def _table(rows: list[tuple[str, str, str]]) -> str:
 def _baseline(made: SyntheticClass, count: int, threshold: float, finder: Callable[..., list]
               ) -> tuple[float, float, int, int, int]:
     """(brute-force seconds, index seconds, pairs above threshold by each, of the index's those whose code score
-    alone reaches the threshold) on the first ``count`` students."""
-    students = sorted(made.students)[:count]
+    alone reaches the threshold) on ``count`` students: the planted copied pairs and the first others."""
+    planted = sorted({student for pair in made.copied_pairs for student in pair})[:count]
+    students = planted + [student for student in sorted(made.students) if student not in planted][:count - len(planted)]
     values = _wrong_values(made.run_dir, set(students))
     brute_seconds = index_seconds = 0.0
     brute_pairs = index_pairs = by_code = 0
