@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cml.instructor.analytics.items import failure_line
+from cml.instructor.analytics.items import AssignmentChecks, CheckTally, failure_line, tally_checks
 
 __all__ = ["Cluster", "DEFAULT_MIN_CLUSTER", "EXAMPLE_CHARS", "find_clusters", "name_clusters", "wanted_values"]
 
@@ -60,61 +60,43 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def find_clusters(submissions: Iterable[Mapping[str, Any]], min_size: int = DEFAULT_MIN_CLUSTER) -> list[Cluster]:
-    """The clusters of every check of every assignment, largest first (then by assignment and check)."""
-    n_failed: dict[str, dict[str, int]] = defaultdict(dict)  # assignment -> check id -> students failing it
-    groups: dict[str, dict[str, dict[str, list]]] = defaultdict(dict)  # assignment -> check id -> digest -> members
-    for submission in submissions:
-        records = submission.get("checks")
-        if not isinstance(records, list):
-            continue
-        assignment, student = _text(submission.get("assignment")), _text(submission.get("student"))
-        failed_counts, by_check = n_failed[assignment], groups[assignment]
-        for record in records:
-            if not isinstance(record, dict) or record.get("status") != "failed":
-                continue
-            check_id = record.get("id")
-            if not isinstance(check_id, str):
-                check_id = str(check_id)
-            failed_counts[check_id] = failed_counts.get(check_id, 0) + 1
-            digest = record.get("digest")
-            if isinstance(digest, str) and digest:
-                by_digest = by_check.get(check_id)
-                if by_digest is None:
-                    by_digest = by_check[check_id] = {}
-                members = by_digest.get(digest)
-                if members is None:
-                    by_digest[digest] = [(student, record)]
-                else:
-                    members.append((student, record))
+def find_clusters(submissions: Iterable[Mapping[str, Any]], min_size: int = DEFAULT_MIN_CLUSTER,
+                  checks: Mapping[str, AssignmentChecks] | None = None) -> list[Cluster]:
+    """The clusters of every check of every assignment (graded and flagged submissions), largest first (then by
+    assignment and check); ``checks`` is :func:`~.items.tally_checks` of the submissions, when already made."""
     clusters = []
-    for assignment, by_check in groups.items():
-        for check_id, by_digest in by_check.items():
-            clusters += _check_clusters(assignment, check_id, by_digest, n_failed[assignment][check_id], min_size)
-    return sorted(clusters, key=lambda cluster: (-cluster.size, cluster.assignment, cluster.check_id,
+    for assignment, indexed in (tally_checks(submissions) if checks is None else checks).items():
+        students = [_text(submission.get("student")) for submission in indexed.submissions]
+        for check_id, tally in indexed.tallies.items():
+            clusters += _check_clusters(assignment, check_id, tally, students, max(min_size, 2))
+    return sorted(clusters, key=lambda cluster: (-len(cluster.members), cluster.assignment, cluster.check_id,
                                                  cluster.digest))
 
 
-def _check_clusters(assignment: str, check_id: str, by_digest: Mapping[str, list[tuple[str, Mapping[str, Any]]]],
-                    n_failed: int, min_size: int) -> list[Cluster]:
+def _check_clusters(assignment: str, check_id: str, tally: CheckTally, students: list[str],
+                    min_size: int) -> list[Cluster]:
+    shared = {digest for digest, count in Counter(tally.digests).items() if count >= min_size}
+    if not shared:
+        return []
+    members: dict[str, list[tuple[str, Mapping[str, Any]]]] = defaultdict(list)
+    for digest, index, record in zip(tally.digests, tally.members, tally.records):
+        if digest in shared:
+            members[digest].append((students[index], record))
     clusters = []
-    for digest, members in by_digest.items():
-        if len(members) < max(min_size, 2):
+    for digest, pairs in members.items():
+        ids = tuple(sorted({student for student, _ in pairs}))
+        if len(ids) < min_size:
             continue
-        students = tuple(sorted({student for student, _ in members}))
-        if len(students) < max(min_size, 2):
-            continue
-        first = min(members, key=lambda pair: pair[0])[1]
+        first = min(pairs, key=lambda pair: pair[0])[1]
         example = _text(first.get("value") or "")
         if len(example) > EXAMPLE_CHARS:
             example = example[:EXAMPLE_CHARS - 1] + "…"
-        raw = Counter(record.get("message") or "" for _, record in members)
         messages: Counter[str] = Counter()
-        for text, count in raw.items():
+        for text, count in Counter(record.get("message") or "" for _, record in pairs).items():
             messages[failure_line(_text(text))] += count
         message = min(messages.items(), key=lambda pair: (-pair[1], pair[0]))[0]
         clusters.append(Cluster(assignment, _text(first.get("notebook")), _text(first.get("cell")), check_id,
-                                digest, students, n_failed, example, message))
+                                digest, ids, tally.n_failed, example, message))
     return clusters
 
 

@@ -37,6 +37,8 @@ __all__ = [
     "TOO_HARD_ATTEMPTED_PASS_RATE",
     "TOO_HARD_OVERALL_PASS_RATE",
     "TOP_FAILURES",
+    "AssignmentChecks",
+    "CheckTally",
     "analyse_cells",
     "analyse_checks",
     "corrected_item_total",
@@ -44,6 +46,7 @@ __all__ = [
     "flag_items",
     "resource_quantiles",
     "score_summaries",
+    "tally_checks",
 ]
 
 TOO_HARD_ATTEMPTED_PASS_RATE = 0.3
@@ -71,6 +74,7 @@ RESOURCE_METRICS = ("seconds", "execution_seconds", "peak_memory_mb", "peak_disk
 ITEM_STATUSES = ("graded", "flagged")
 NOT_RUN = "not_run"
 PASSED = "passed"
+FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -278,46 +282,47 @@ def _top(messages: Iterable[str]) -> list[tuple[str, int]]:
 
 
 def analyse_cells(submissions: Iterable[Mapping[str, Any]],
-                  evidence: Mapping[tuple[str, str, str], CellEvidence] | None = None) -> list[CellStats]:
+                  evidence: Mapping[tuple[str, str, str], CellEvidence] | None = None,
+                  checks: Mapping[str, AssignmentChecks] | None = None) -> list[CellStats]:
     """One :class:`CellStats` per grade cell of each assignment, in the order of the cells' first appearance.
 
     ``evidence`` maps ``(student, assignment, cell)`` to what the autograded notebook shows. A code cell counts
     as attempted when any of its checks ran; without check records for it, when it scored or its notebook cell
     has an output other than ``NotImplementedError``. A written cell: when the notebook's answer is not the stub.
-    A code cell passes with full points.
+    A code cell passes with full points. ``checks`` is :func:`tally_checks` of the submissions, when already made.
     """
     evidence = evidence or {}
+    checks = tally_checks(submissions) if checks is None else checks
     stats = []
-    for assignment, group in _by_assignment(submissions).items():
+    for assignment, indexed in checks.items():
+        group = indexed.submissions
         layout: dict[str, Mapping[str, Any]] = {}
         for submission in group:
             for cell in _records(submission, "cells"):
                 layout.setdefault(_text(cell.get("name")), cell)
         cell_points = [_auto_cells(submission) for submission in group]
         totals = np.array([sum(points.values()) for points in cell_points])
-        ran_cells = []
-        for submission in group:
-            ran: dict[str, bool] = {}
-            for record in _records(submission, "checks"):
-                name = record.get("cell")
-                if record.get("status") != NOT_RUN:
-                    ran[name] = True
-                elif name not in ran:
-                    ran[name] = False
-            ran_cells.append(ran)
+        has_checks: dict[str, np.ndarray] = {}  # cell -> per student: has records of the cell's checks
+        ran_checks: dict[str, np.ndarray] = {}  # cell -> per student: one of them ran
+        for tally in indexed.tallies.values():
+            cell_name = _text(tally.first.get("cell"))
+            seen, ran = _flags(tally.seen), _flags(tally.ran)
+            has_checks[cell_name] = has_checks[cell_name] | seen if cell_name in has_checks else seen
+            ran_checks[cell_name] = ran_checks[cell_name] | ran if cell_name in ran_checks else ran
         for name, first in layout.items():
             manual = bool(first.get("needs_manual_grade")) or first.get("cell_type") == "markdown"
             scores, attempts, messages = [], 0, []
             max_score = _number(first.get("max_score")) or 0.0
-            for submission, points, ran in zip(group, cell_points, ran_cells):
+            has, ran = has_checks.get(name), ran_checks.get(name)
+            for index, (submission, points) in enumerate(zip(group, cell_points)):
                 student = _text(submission.get("student"))
                 seen = evidence.get((student, assignment, name), CellEvidence())
                 score = 0.0 if manual else points.get(name, 0.0)
                 scores.append(score)
                 if manual:
                     attempted = bool(seen.attempted)
-                elif name in ran:
-                    attempted = ran[name]
+                elif has is not None and has[index]:
+                    attempted = bool(ran[index])
                 else:
                     attempted = score > 0 or bool(seen.attempted)
                 attempts += attempted
@@ -335,51 +340,97 @@ def analyse_cells(submissions: Iterable[Mapping[str, Any]],
     return stats
 
 
-class _CheckTally:
-    """One check's results over the students of an assignment, filled in one pass over the records."""
+class CheckTally:
+    """One check's records over the students of an assignment (indices into the assignment's students), filled
+    in one pass over the records: whether each student has a record (``seen``), ran it, passed it; the raw
+    failure messages counted; and the failed values that carry a digest (for the clusters)."""
+
+    __slots__ = ("first", "seen", "ran", "passed", "messages", "n_failed", "digests", "members", "records")
 
     def __init__(self, first: Mapping[str, Any], n_students: int) -> None:
         self.first = first
+        self.seen = bytearray(n_students)
         self.ran = bytearray(n_students)
         self.passed = bytearray(n_students)
         self.messages: Counter[str] = Counter()
+        self.n_failed = 0
+        self.digests: list[str] = []
+        self.members: list[int] = []
+        self.records: list[Mapping[str, Any]] = []
 
 
-def analyse_checks(submissions: Iterable[Mapping[str, Any]]) -> list[CheckStats]:
-    """One :class:`CheckStats` per check id of each assignment (reports without ``checks`` give none).
+@dataclass
+class AssignmentChecks:
+    """The check records of one assignment: its students (graded or flagged) and a tally per check id."""
 
-    A student without a record of the check counts as not having run it.
-    """
-    stats = []
+    submissions: list[Mapping[str, Any]]
+    tallies: dict[str, CheckTally]
+
+
+def tally_checks(submissions: Iterable[Mapping[str, Any]]) -> dict[str, AssignmentChecks]:
+    """The check records of each assignment, read once (the class's largest data: ~10 per cell per student)."""
+    indexed = {}
     for assignment, group in _by_assignment(submissions).items():
-        tallies: dict[str, _CheckTally] = {}
+        tallies: dict[str, CheckTally] = {}
         for index, submission in enumerate(group):
-            for record in _records(submission, "checks"):
+            records = submission.get("checks")
+            for record in records if isinstance(records, list) else ():
+                if not isinstance(record, dict):
+                    continue
                 check_id = record.get("id")
-                check_id = check_id if isinstance(check_id, str) else str(check_id)
+                if not isinstance(check_id, str):
+                    check_id = str(check_id)
                 tally = tallies.get(check_id)
                 if tally is None:
-                    tally = tallies[check_id] = _CheckTally(record, len(group))
+                    tally = tallies[check_id] = CheckTally(record, len(group))
+                tally.seen[index] = 1
                 status = record.get("status")
                 if status == NOT_RUN:
                     continue
                 tally.ran[index] = 1
                 if status == PASSED:
                     tally.passed[index] = 1
-                else:
-                    tally.messages[record.get("message") or ""] += 1
-        if not tallies:
+                    continue
+                tally.messages[record.get("message") or ""] += 1
+                if status == FAILED:
+                    tally.n_failed += 1
+                    digest = record.get("digest")
+                    if isinstance(digest, str) and digest:
+                        tally.digests.append(digest)
+                        tally.members.append(index)
+                        tally.records.append(record)
+        indexed[assignment] = AssignmentChecks(group, tallies)
+    return indexed
+
+
+def _flags(array: bytearray) -> np.ndarray:
+    return np.frombuffer(bytes(array), dtype=np.uint8).astype(bool)
+
+
+def analyse_checks(submissions: Iterable[Mapping[str, Any]],
+                   checks: Mapping[str, AssignmentChecks] | None = None) -> list[CheckStats]:
+    """One :class:`CheckStats` per check id of each assignment (reports without ``checks`` give none); ``checks``
+    is :func:`tally_checks` of the submissions, when already made.
+
+    A student without a record of the check counts as not having run it.
+    """
+    stats = []
+    for assignment, indexed in (tally_checks(submissions) if checks is None else checks).items():
+        if not indexed.tallies:
             continue
-        cell_points = [_auto_cells(submission) for submission in group]
+        cell_points = [_auto_cells(submission) for submission in indexed.submissions]
         totals = np.array([sum(points.values()) for points in cell_points])
-        for check_id, tally in tallies.items():
+        points_of_cell: dict[str, np.ndarray] = {}
+        for check_id, tally in indexed.tallies.items():
             cell = _text(tally.first.get("cell"))
-            passes = np.frombuffer(bytes(tally.passed), dtype=np.uint8).astype(np.float64)
-            own_points = np.array([points.get(cell, 0.0) for points in cell_points])
-            stats.append(CheckStats(assignment, _text(tally.first.get("notebook")), cell, len(group),
-                                    sum(tally.ran), int(passes.sum()), corrected_item_total(passes, totals, own_points),
-                                    _top_counted(tally.messages), check_id=check_id,
-                                    hidden=bool(tally.first.get("hidden"))))
+            passes = _flags(tally.passed).astype(np.float64)
+            own_points = points_of_cell.get(cell)
+            if own_points is None:
+                own_points = points_of_cell[cell] = np.array([points.get(cell, 0.0) for points in cell_points])
+            stats.append(CheckStats(assignment, _text(tally.first.get("notebook")), cell, len(indexed.submissions),
+                                    int(_flags(tally.ran).sum()), int(passes.sum()),
+                                    corrected_item_total(passes, totals, own_points), _top_counted(tally.messages),
+                                    check_id=check_id, hidden=bool(tally.first.get("hidden"))))
     return stats
 
 

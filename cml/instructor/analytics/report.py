@@ -46,6 +46,7 @@ from cml.instructor.analytics.items import (
     flag_items,
     resource_quantiles,
     score_summaries,
+    tally_checks,
 )
 
 __all__ = [
@@ -67,7 +68,8 @@ CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data: 'self'; style-src '
 ANSWER_STUB = "YOUR ANSWER HERE"
 """nbgrader's stub in a written (markdown) answer cell."""
 NOTE_CHARS = 500
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = frozenset("=+-@\t\r")
+"""First characters by which a spreadsheet reads a text cell as a formula."""
 MAX_LABELLED_POINTS = 12
 """A scatter of items labels at most this many flagged ones (the figure stays readable in a large course)."""
 MAX_CLUSTER_BARS = 15
@@ -201,9 +203,10 @@ def analyse_report(report: Mapping[str, Any], run_dir: Path, *,
                    min_cluster: int = DEFAULT_MIN_CLUSTER, notes: Sequence[str] = ()) -> Analysis:
     """The analysis of a parsed ``report.json``; ``case_names`` names the clusters (see :mod:`.clusters`)."""
     submissions = report.get("submissions", [])
-    cells = analyse_cells(submissions, evidence)
-    checks = analyse_checks(submissions)
-    clusters = find_clusters(submissions, min_cluster)
+    tallies = tally_checks(submissions)
+    cells = analyse_cells(submissions, evidence, tallies)
+    checks = analyse_checks(submissions, tallies)
+    clusters = find_clusters(submissions, min_cluster, tallies)
     if case_names:
         clusters = name_clusters(clusters, case_names)
     flagged = [submission for submission in submissions if submission.get("status") in ("flagged", "failed")]
@@ -230,14 +233,15 @@ def _case_names(course_root: Path, run_dir: Path, clusters: list[Cluster]
 
 def _cell_text(value: Any) -> Any:
     """A CSV value: numbers as they are, ``None`` empty, text guarded against spreadsheet formulas."""
+    if value.__class__ is str:
+        return "'" + value if value[:1] in FORMULA_STARTS else value
     if value is None:
         return ""
     if isinstance(value, float):
         return round(value, 6)
     if isinstance(value, (int, bool)):
         return value
-    text = str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return _cell_text(str(value))
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -287,7 +291,7 @@ def _png(figure: Any) -> str:
 
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=80)  # margins set by each figure: a tight bounding box draws twice
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -300,6 +304,7 @@ def _figures(analysis: Analysis, assignment: str) -> list[tuple[str, str]]:
     summary = next(summary for summary in analysis.summaries if summary.assignment == assignment)
     if summary.fractions:
         figure = Figure(figsize=(5, 3))
+        figure.subplots_adjust(left=0.13, right=0.97, bottom=0.17, top=0.9)
         axes = figure.add_subplot()
         axes.hist([100 * fraction for fraction in summary.fractions], bins=20, range=(0, 100), color="#4477aa")
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -310,6 +315,7 @@ def _figures(analysis: Analysis, assignment: str) -> list[tuple[str, str]]:
     if items:
         flagged = {(flag.kind, flag.item) for flag in analysis.flags if flag.assignment == assignment}
         figure = Figure(figsize=(5, 3.5))
+        figure.subplots_adjust(left=0.14, right=0.97, bottom=0.14, top=0.91)
         axes = figure.add_subplot()
         for kind, marker, colour in (("cell", "o", "#4477aa"), ("check", ".", "#66ccee")):
             chosen = [item for item in items if isinstance(item, CellStats) == (kind == "cell")]
@@ -327,11 +333,13 @@ def _figures(analysis: Analysis, assignment: str) -> list[tuple[str, str]]:
         figures.append((_png(figure), "scatter of pass rate against discrimination"))
     clusters = [cluster for cluster in analysis.clusters if cluster.assignment == assignment][:MAX_CLUSTER_BARS]
     if clusters:
-        figure = Figure(figsize=(5, 0.6 + 0.25 * len(clusters)))
+        height = 1.2 + 0.22 * len(clusters)
+        figure = Figure(figsize=(6, height))
+        figure.subplots_adjust(left=0.42, right=0.97, bottom=0.55 / height, top=1 - 0.35 / height)
         axes = figure.add_subplot()
         labels = [f"{cluster.check_id[:28]} #{index + 1}" for index, cluster in enumerate(clusters)]
         axes.barh(labels[::-1], [cluster.size for cluster in clusters][::-1], color="#ee6677")
-        axes.tick_params(axis="y", labelsize=6)
+        axes.tick_params(axis="y", labelsize=7)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set(xlabel="students with the same wrong value", title="Largest clusters")
         figures.append((_png(figure), "bar chart of cluster sizes"))
