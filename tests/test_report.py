@@ -257,3 +257,36 @@ def test_cli_on_a_workdir_reads_the_autograded_notebooks(tmp_path, capsys):
     assert run_cli(str(run_dir), "--no-cases", "--out", str(out)) == 0
     assert Path(capsys.readouterr().out.strip()) == out / "report.html"
     assert run_cli(str(tmp_path / "nothing"), "--no-cases") == 2
+
+
+def test_clusters_are_named_by_the_described_cases_unless_no_cases(tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    calls = []
+
+    def name_wrong_values(course_root, run_dir, wanted):
+        calls.append((course_root, run_dir, wanted))
+        return {key: CASE for key in wanted}
+
+    fake = types.ModuleType("cml.instructor.analytics.casevalues")
+    fake.name_wrong_values = name_wrong_values
+    monkeypatch.setitem(sys.modules, "cml.instructor.analytics.casevalues", fake)
+    monkeypatch.chdir(tmp_path)
+    run_dir = write_run(tmp_path / "run", class_report())
+
+    assert run_cli(str(run_dir)) == 0
+    page = Path(capsys.readouterr().out.strip())
+    assert calls == [(tmp_path, run_dir, {(ASSIGNMENT, "hard.value", CLUSTER_DIGEST)})]
+    assert "case <code>hard_wrong_sign</code>" in page.read_text()
+
+    assert run_cli(str(run_dir), "--no-cases") == 0 and len(calls) == 1
+    assert "hard_wrong_sign" not in Path(capsys.readouterr().out.strip()).read_text()
+
+    def broken(course_root, run_dir, wanted):
+        raise RuntimeError("no <kernel>")
+
+    fake.name_wrong_values = broken
+    assert run_cli(str(run_dir)) == 0
+    text = Path(capsys.readouterr().out.strip()).read_text()
+    assert "clusters not named: grading the described cases failed (RuntimeError: no &lt;kernel&gt;)" in text

@@ -256,7 +256,7 @@ def _failures_text(failures: Sequence[tuple[str, int]]) -> str:
 
 
 def _write_csvs(analysis: Analysis, out: Path) -> None:
-    _write_csv(out / "scores.csv", ["student", "assignment", "code_score", "max_code_score", "status"],
+    _write_csv(out / "scores.csv", ["student", "assignment", "code_score", "max", "status"],
                ([submission.get("student"), submission.get("assignment"), submission.get("code_score"),
                  submission.get("max_code_score"), submission.get("status")]
                 for submission in analysis.report.get("submissions", [])))
