@@ -28,6 +28,7 @@ import csv
 import importlib
 import io
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -56,22 +57,25 @@ def _module(name: str) -> Any | None:
         return None
 
 
-def _timed(action: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
+def _timed(action: Callable[[], Any]) -> tuple[Any, float, float]:
+    """(what ``action`` returns, wall seconds, CPU seconds of this process): on a shared machine the CPU time is
+    what the step would take alone, as long as it runs on one core."""
+    started, cpu = time.perf_counter(), time.process_time()
     result = action()
-    return result, time.perf_counter() - started
+    return result, time.perf_counter() - started, time.process_time() - cpu
 
 
-def _run_command(module: Any, argv: list[str], root: Path) -> tuple[int, str, float]:
-    """Run a sub-command's ``add_arguments``/``run`` pair as ``cml-course`` would; (status, its output, seconds)."""
+def _run_command(module: Any, argv: list[str], root: Path) -> tuple[int, str, float, float]:
+    """Run a sub-command's ``add_arguments``/``run`` pair as ``cml-course`` would; (status, its output, wall
+    seconds, CPU seconds)."""
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
     arguments = parser.parse_args(argv)
     arguments.root = root
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-        status, seconds = _timed(lambda: module.run(arguments))
-    return int(status or 0), output.getvalue(), seconds
+        status, seconds, cpu = _timed(lambda: module.run(arguments))
+    return int(status or 0), output.getvalue(), seconds, cpu
 
 
 def _bytes(paths: list[Path]) -> int:
@@ -146,7 +150,7 @@ def _baseline(made: SyntheticClass, count: int, threshold: float, finder: Callab
         submissions = {student: made.answers[assignment][student] for student in students}
         wrong = values.get(assignment, {})
         for brute in (True, False):
-            pairs, seconds = _timed(lambda: finder(submissions, made.base[assignment], wrong_values=wrong,
+            pairs, seconds, _ = _timed(lambda: finder(submissions, made.base[assignment], wrong_values=wrong,
                                                    assignment=assignment, brute_force=brute))
             above = sum(pair.combined_score >= threshold for pair in pairs)
             if brute:
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _benchmark(arguments: argparse.Namespace, workdir: Path) -> int:
     chosen = None if arguments.assignments == ["all"] else arguments.assignments
-    made, generate_seconds = _timed(lambda: generate_class(
+    made, generate_seconds, _ = _timed(lambda: generate_class(
         workdir, students=arguments.students, assignments=chosen, seed=arguments.seed,
         copied_pairs=arguments.copied_pairs))
     report_json = made.run_dir / "report.json"
@@ -190,7 +194,7 @@ def _benchmark(arguments: argparse.Namespace, workdir: Path) -> int:
           f"in {workdir}")
     rows: list[tuple[str, str, str]] = [("generating the class", f"{generate_seconds:.1f} s", "not counted")]
     lines: list[str] = []
-    counted = 0.0
+    counted = counted_cpu = 0.0
     missing: list[str] = []
     out = workdir / "benchmark-output"
 
@@ -198,9 +202,10 @@ def _benchmark(arguments: argparse.Namespace, workdir: Path) -> int:
     if report is None:
         missing.append(f"report: {REPORT_MODULE} is not there yet, so it was not timed")
     else:
-        status, output, seconds = _run_command(report, [str(workdir), "--no-cases", "--out", str(out / "report")], REPO)
-        counted += seconds
-        rows.append(("report --no-cases", f"{seconds:.1f} s", "counted" + ("" if status == 0 else f", exit {status}")))
+        status, output, seconds, cpu = _run_command(report, [str(workdir), "--no-cases", "--out", str(out / "report")], REPO)
+        counted, counted_cpu = counted + seconds, counted_cpu + cpu
+        rows.append(("report --no-cases", f"{seconds:.1f} s",
+                     f"counted; CPU {cpu:.1f} s" + ("" if status == 0 else f"; exit {status}")))
         csvs = sorted((out / "report").glob("*.csv"))
         lines.append(f"report.html {_bytes([out / 'report' / 'report.html']):,} bytes; {len(csvs)} CSVs "
                      f"{_bytes(csvs):,} bytes; PNGs beside: {len(list((out / 'report').glob('*.png')))}")
@@ -211,11 +216,11 @@ def _benchmark(arguments: argparse.Namespace, workdir: Path) -> int:
     if similarity is None:
         missing.append(f"similarity: {SIMILARITY_MODULE} is not there yet, so the command was not timed")
     else:
-        status, output, seconds = _run_command(
+        status, output, seconds, cpu = _run_command(
             similarity, [str(workdir), "--out", str(out / "similarity"), "--threshold", str(arguments.threshold)], REPO)
-        counted += seconds
+        counted, counted_cpu = counted + seconds, counted_cpu + cpu
         rows.append(("similarity (index)", f"{seconds:.1f} s",
-                     "counted" + ("" if status == 0 else f", exit {status}")))
+                     f"counted; CPU {cpu:.1f} s" + ("" if status == 0 else f"; exit {status}")))
         table = out / "similarity" / "similarity.csv"
         pairs = list(csv.DictReader(table.open(encoding="utf-8"))) if table.is_file() else []
         above = [row for row in pairs if _number(row, "combined") >= arguments.threshold]
@@ -232,7 +237,8 @@ def _benchmark(arguments: argparse.Namespace, workdir: Path) -> int:
     verdict = "PASS" if counted < arguments.target else "OVER"
     if report is not None or similarity is not None:
         rows.append(("total (report + similarity)", f"{counted:.1f} s",
-                     f"target < {arguments.target:g} s: {verdict}" + (" (incomplete)" if missing else "")))
+                     f"target < {arguments.target:g} s: {verdict}" + (" (incomplete)" if missing else "")
+                     + f"; CPU {counted_cpu:.1f} s"))
 
     finder = next((getattr(module, "find_similar_pairs") for module in map(_module, PAIR_FINDER_MODULES)
                    if module is not None and hasattr(module, "find_similar_pairs")), None)
@@ -259,7 +265,9 @@ def _benchmark(arguments: argparse.Namespace, workdir: Path) -> int:
     for line in lines:
         print(line)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak memory of this process: {peak:.0f} MB")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"peak memory of this process: {peak:.0f} MB; {os.cpu_count()} CPUs, load average now {load} "
+          "(other work on the machine slows every figure)")
     for line in missing:
         print(f"SKIPPED {line}")
     return 0
