@@ -84,20 +84,30 @@ def _check_clusters(assignment: str, check_id: str, tally: CheckTally, students:
             members[digest].append((students[index], record))
     clusters = []
     for digest, pairs in members.items():
-        ids = tuple(sorted({student for student, _ in pairs}))
+        ids = sorted({student for student, _ in pairs})
         if len(ids) < min_size:
             continue
-        first = min(pairs, key=lambda pair: pair[0])[1]
+        first = next(record for student, record in pairs if student == ids[0])
         example = _text(first.get("value") or "")
         if len(example) > EXAMPLE_CHARS:
             example = example[:EXAMPLE_CHARS - 1] + "…"
-        messages: Counter[str] = Counter()
-        for text, count in Counter(record.get("message") or "" for _, record in pairs).items():
-            messages[failure_line(_text(text))] += count
-        message = min(messages.items(), key=lambda pair: (-pair[1], pair[0]))[0]
         clusters.append(Cluster(assignment, _text(first.get("notebook")), _text(first.get("cell")), check_id,
-                                digest, ids, tally.n_failed, example, message))
+                                digest, tuple(ids), tally.n_failed, example, _common_message(pairs)))
     return clusters
+
+
+def _common_message(pairs: list[tuple[str, Mapping[str, Any]]]) -> str:
+    """The most common failure line of a cluster's records (the first in order among equals)."""
+    raw: dict[Any, int] = {}
+    for _, record in pairs:
+        message = record.get("message") or ""
+        raw[message] = raw.get(message, 0) + 1
+    if len(raw) == 1:
+        return failure_line(_text(next(iter(raw))))
+    lines: Counter[str] = Counter()
+    for message, count in raw.items():
+        lines[failure_line(_text(message))] += count
+    return min(lines.items(), key=lambda pair: (-pair[1], pair[0]))[0]
 
 
 def wanted_values(clusters: Iterable[Cluster]) -> set[WrongValue]:
