@@ -503,7 +503,7 @@ def _assignment_html(analysis: Analysis, assignment: str, anchor: str) -> str:
                    if str(submission.get("assignment")) == assignment]
     parts += [f'<h3 id="{anchor}-flagged">Flagged and failed submissions</h3>',
               _table(["student", "status", "notes"],
-                     [[_text(submission.get("student")), _text(submission.get("status")),
+                     [[_text(str(submission.get("student"))[:NOTE_CHARS]), _text(submission.get("status")),
                        "<br>".join(_text(str(note)[:NOTE_CHARS]) for note in submission.get("notes") or []
                                    if note is not None)]
                       for submission in submissions])]
