@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cml.instructor.analytics.safe_output import spreadsheet_safe
+
 __all__ = [
     "AssignmentLink",
     "ClassGrades",
@@ -59,7 +61,6 @@ MOODLE_ID_FIELDS = {"email": ("Email address", "email"), "username": ("Username"
                     "idnumber": ("ID number", "sis_user_id")}
 STUDENT_COLUMNS = ("student_id", "lms_id", "name", "sis_user_id", "login_id", "section", "email")
 ASSIGNMENT_COLUMNS = ("assignment", "lms_name", "lms_id")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 SHOWN_LENGTH = 80
 
 Cell = str | float | None
@@ -121,12 +122,6 @@ def _shown(text: str) -> str:
     """``text`` as it may go to a terminal: control characters escaped, at most ``SHOWN_LENGTH`` characters."""
     visible = "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
     return visible if len(visible) <= SHOWN_LENGTH else visible[:SHOWN_LENGTH - 1] + "…"
-
-
-def spreadsheet_safe(text: str) -> str:
-    """``text`` prefixed with ``'`` when a spreadsheet would read it as a formula (it starts with ``=``, ``+``,
-    ``-``, ``@``, a tab or a carriage return); other text unchanged."""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def format_score(score: float) -> str:

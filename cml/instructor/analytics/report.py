@@ -48,11 +48,11 @@ from cml.instructor.analytics.items import (
     score_summaries,
     tally_checks,
 )
+from cml.instructor.analytics.safe_output import PAGE_POLICY, spreadsheet_safe
 
 __all__ = [
     "ANALYSIS_FOLDER",
     "Analysis",
-    "CONTENT_SECURITY_POLICY",
     "ReportError",
     "add_arguments",
     "analyse_report",
@@ -64,12 +64,9 @@ __all__ = [
 ]
 
 ANALYSIS_FOLDER = "analysis"
-CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'"
 ANSWER_STUB = "YOUR ANSWER HERE"
 """nbgrader's stub in a written (markdown) answer cell."""
 NOTE_CHARS = 500
-FORMULA_STARTS = frozenset("=+-@\t\r")
-"""First characters by which a spreadsheet reads a text cell as a formula."""
 MAX_LABELLED_POINTS = 12
 """A scatter of items labels at most this many flagged ones (the figure stays readable in a large course)."""
 MAX_CLUSTER_BARS = 15
@@ -234,7 +231,7 @@ def _case_names(course_root: Path, run_dir: Path, clusters: list[Cluster]
 def _cell_text(value: Any) -> Any:
     """A CSV value: numbers as they are, ``None`` empty, text guarded against spreadsheet formulas."""
     if value.__class__ is str:
-        return "'" + value if value[:1] in FORMULA_STARTS else value
+        return spreadsheet_safe(value)
     if value is None:
         return ""
     if isinstance(value, float):
@@ -538,7 +535,7 @@ def _page(analysis: Analysis) -> str:
         *(_assignment_html(analysis, assignment, anchor) for assignment, anchor in anchors.items()),
     ])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">'
             f"<title>Grading run report</title><style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from cml.instructor.analytics.code_fingerprints import kgram_hashes, matched_lines, tokenize_cell
 from cml.instructor.analytics.copy_detection import HIDDEN_VALUE_WEIGHT, MIN_FINGERPRINTS, VISIBLE_VALUE_WEIGHT, Pair
+from cml.instructor.analytics.safe_output import PAGE_POLICY, spreadsheet_safe
 from cml.instructor.web.sanitize import sanitize_html
 
 __all__ = ["CSV_COLUMNS", "DEFAULT_THRESHOLD", "MAX_DETAILED_PAIRS", "cell_view", "write_csv", "write_html"]
@@ -26,7 +27,6 @@ MAX_DETAILED_PAIRS = 200
 MAX_SHOWN_LINES = 400
 MAX_LINE_CHARS = 300
 CSV_COLUMNS = ("assignment", "student_a", "student_b", "combined", "code_score", "shared", "evidence")
-CSP = "default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'"
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em; max-width: 110em; }
 table { border-collapse: collapse; }
@@ -37,13 +37,11 @@ mark { background: #ffd27f; }
 .ln { color: #999; }
 .note { color: #a40; }
 """
-_SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell_text(value: object) -> str:
     """A CSV field a spreadsheet will not run as a formula."""
-    text = str(value)
-    return "'" + text if text.startswith(_SPREADSHEET_FORMULA) else text
+    return spreadsheet_safe(str(value))
 
 
 def _evidence_text(pair: Pair) -> str:
@@ -143,7 +141,7 @@ def write_html(pairs: Sequence[Pair], sources: Mapping[str, Mapping[str, Mapping
         if len(shown) > MAX_DETAILED_PAIRS:
             body.append(f"<p>… {len(shown) - MAX_DETAILED_PAIRS} more pairs in similarity.csv.</p>")
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">'
             f"<title>Similar submissions</title><style>{_STYLE}</style></head>\n<body>\n"
             + sanitize_html("\n".join(body)) + "\n</body></html>\n")
     path.write_text(page, encoding="utf-8")
