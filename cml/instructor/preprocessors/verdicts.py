@@ -135,6 +135,12 @@ def _holds_placeholder(record: dict) -> bool:
     return checks.WITHHELD_REPR in json.dumps(record.get("actual"))
 
 
+def _next_match(student: list[dict], start: int, key: tuple[Any, Any]) -> int | None:
+    """The index of the first student record at or after ``start`` whose ``(kind, id)`` is ``key``."""
+    return next((index for index in range(start, len(student))
+                 if (student[index].get("kind"), student[index].get("id")) == key), None)
+
+
 def judge_cell(reference: list[dict], student: list[dict], *, complete: bool = True) -> Judgement | None:
     """``None`` when the student's log of one grade cell holds every reference check, in order, each passing
     against the reference's values; otherwise why not: the first sign of tampering if there is one (the whole log
@@ -157,8 +163,7 @@ def judge_cell(reference: list[dict], student: list[dict], *, complete: bool = T
             key = (expected.get("kind"), expected.get("id"))
             if key[0] == "verdict" and key[1] in hidden:
                 continue
-            match = next((index for index in range(position, len(student))
-                          if (student[index].get("kind"), student[index].get("id")) == key), None)
+            match = _next_match(student, position, key)
             if match is None:
                 if not complete:
                     break
@@ -210,8 +215,7 @@ def check_results(notebook: str, cell_id: str, reference: list[dict], student: l
             kind, check_id = expected.get("kind"), expected.get("id")
             if kind in ("skip", "inputs") or (kind == "verdict" and check_id in valued):
                 continue
-            match = next((index for index in range(position, len(student))
-                          if (student[index].get("kind"), student[index].get("id")) == (kind, check_id)), None)
+            match = _next_match(student, position, (kind, check_id))
             record = {"notebook": notebook, "cell": cell_id, "id": str(check_id), "hidden": check_id in hidden,
                       "status": "not_run", "digest": None, "value": None, "message": ""}
             if match is not None:
