@@ -15,7 +15,7 @@ import numpy as np
 
 from cml.check_log import UndecodableValue, decode, sampled_shape
 
-__all__ = ["DIGEST_HEX_CHARS", "PREVIEW_CHARS", "describe_value", "value_digest", "value_preview"]
+__all__ = ["DIGEST_HEX_CHARS", "PREVIEW_CHARS", "describe_value"]
 
 DIGEST_HEX_CHARS = 16
 PREVIEW_CHARS = 300
@@ -38,24 +38,13 @@ def _canonical(value: Any) -> Any:
     return {"json": value}
 
 
-def value_digest(description: Any) -> str | None:
-    """A short hex digest of a logged value (:func:`cml.check_log.encode`); ``None`` when it cannot be read."""
-    try:
-        value = decode(description)
-    except UndecodableValue:
-        return None
-    shape = sampled_shape(description)
-    canonical = json.dumps({"value": _canonical(value), "sampled_from": shape}, sort_keys=True)
+def _digest(value: Any, real_shape: list[int] | None) -> str:
+    canonical = json.dumps({"value": _canonical(value), "sampled_from": real_shape}, sort_keys=True)
     return hashlib.blake2b(canonical.encode("utf-8"), digest_size=DIGEST_HEX_CHARS // 2).hexdigest()
 
 
-def value_preview(description: Any) -> str | None:
-    """A few lines showing a logged value (plain text, student-controlled: escape it before showing it)."""
-    try:
-        value = decode(description)
-    except UndecodableValue:
-        return None
-    text = _preview(value, sampled_shape(description))
+def _short_preview(value: Any, real_shape: list[int] | None) -> str:
+    text = _preview(value, real_shape)
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
@@ -72,5 +61,10 @@ def _preview(value: Any, real_shape: list[int] | None = None) -> str:
 
 
 def describe_value(description: Any) -> tuple[str | None, str | None]:
-    """``(digest, preview)`` of a logged value."""
-    return value_digest(description), value_preview(description)
+    """``(digest, preview)`` of a logged value, decoded once; ``(None, None)`` when it cannot be read."""
+    try:
+        value = decode(description)
+    except UndecodableValue:
+        return None, None
+    real_shape = sampled_shape(description)
+    return _digest(value, real_shape), _short_preview(value, real_shape)
