@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from cml.instructor.grading.run import default_workers
 from cml.instructor.testing.cases import MORE_CASES, run_cases
 from cml.instructor.testing.submissions import Case, load_cases
 
@@ -64,7 +65,7 @@ def name_wrong_values(course_root: Path, run_dir: Path, wanted: set[WrongValue],
         cells = {cell_of.get((assignment, check_id)) for a, check_id, _ in wanted if a == assignment} - {None}
         to_grade += [case for case in candidate_cases(course_root, assignment, cells) if case.name not in cache]
     if to_grade:
-        results = run_cases(to_grade, course_root, jobs or 2, seed=seed)
+        results = run_cases(to_grade, course_root, jobs or default_workers(), seed=seed)
         for result in results:
             checks = result.outcome.checks if result.outcome else []
             cache[result.case.name] = {"assignment": result.case.assignment, "description": result.case.description,
