@@ -56,17 +56,13 @@ class Cluster:
         return self.assignment, self.check_id, self.digest
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
-
-
 def find_clusters(submissions: Iterable[Mapping[str, Any]], min_size: int = DEFAULT_MIN_CLUSTER,
                   checks: Mapping[str, AssignmentChecks] | None = None) -> list[Cluster]:
     """The clusters of every check of every assignment (graded and flagged submissions), largest first (then by
     assignment and check); ``checks`` is :func:`~.items.tally_checks` of the submissions, when already made."""
     clusters = []
     for assignment, indexed in (tally_checks(submissions) if checks is None else checks).items():
-        students = [_text(submission.get("student")) for submission in indexed.submissions]
+        students = [str(submission.get("student")) for submission in indexed.submissions]
         for check_id, tally in indexed.tallies.items():
             clusters += _check_clusters(assignment, check_id, tally, students, max(min_size, 2))
     return sorted(clusters, key=lambda cluster: (-len(cluster.members), cluster.assignment, cluster.check_id,
@@ -88,10 +84,10 @@ def _check_clusters(assignment: str, check_id: str, tally: CheckTally, students:
         if len(ids) < min_size:
             continue
         first = next(record for student, record in pairs if student == ids[0])
-        example = _text(first.get("value") or "")
+        example = str(first.get("value") or "")
         if len(example) > EXAMPLE_CHARS:
             example = example[:EXAMPLE_CHARS - 1] + "…"
-        clusters.append(Cluster(assignment, _text(first.get("notebook")), _text(first.get("cell")), check_id,
+        clusters.append(Cluster(assignment, str(first.get("notebook")), str(first.get("cell")), check_id,
                                 digest, tuple(ids), tally.n_failed, example, _common_message(pairs)))
     return clusters
 
@@ -103,10 +99,10 @@ def _common_message(pairs: list[tuple[str, Mapping[str, Any]]]) -> str:
         message = record.get("message") or ""
         raw[message] = raw.get(message, 0) + 1
     if len(raw) == 1:
-        return failure_line(_text(next(iter(raw))))
+        return failure_line(str(next(iter(raw))))
     lines: Counter[str] = Counter()
     for message, count in raw.items():
-        lines[failure_line(_text(message))] += count
+        lines[failure_line(str(message))] += count
     return min(lines.items(), key=lambda pair: (-pair[1], pair[0]))[0]
 
 

@@ -214,10 +214,6 @@ def _number(value: Any) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
-
-
 def _records(submission: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     records = submission.get(key)
     return [record for record in records if isinstance(record, dict)] if isinstance(records, list) else []
@@ -228,7 +224,7 @@ def _by_assignment(submissions: Iterable[Mapping[str, Any]], statuses: tuple[str
     grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for submission in submissions:
         if statuses is None or submission.get("status") in statuses:
-            grouped[_text(submission.get("assignment"))].append(submission)
+            grouped[str(submission.get("assignment"))].append(submission)
     return dict(sorted(grouped.items()))
 
 
@@ -238,7 +234,7 @@ def _auto_cells(submission: Mapping[str, Any]) -> dict[str, float]:
     for cell in _records(submission, "cells"):
         score = _number(cell.get("auto_score"))
         if score is not None and not cell.get("needs_manual_grade"):
-            points[_text(cell.get("name"))] = score
+            points[str(cell.get("name"))] = score
     return points
 
 
@@ -271,7 +267,7 @@ def _top_counted(raw_counts: Mapping[Any, int]) -> list[tuple[str, int]]:
     """The most common failure lines, from counts of raw messages (each distinct message is trimmed once)."""
     counts: Counter[str] = Counter()
     for message, count in raw_counts.items():
-        line = failure_line(_text(message))
+        line = failure_line(str(message))
         if line:
             counts[line] += count
     return sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[:TOP_FAILURES]
@@ -299,13 +295,13 @@ def analyse_cells(submissions: Iterable[Mapping[str, Any]],
         layout: dict[str, Mapping[str, Any]] = {}
         for submission in group:
             for cell in _records(submission, "cells"):
-                layout.setdefault(_text(cell.get("name")), cell)
+                layout.setdefault(str(cell.get("name")), cell)
         cell_points = [_auto_cells(submission) for submission in group]
         totals = np.array([sum(points.values()) for points in cell_points])
         has_checks: dict[str, np.ndarray] = {}  # cell -> per student: has records of the cell's checks
         ran_checks: dict[str, np.ndarray] = {}  # cell -> per student: one of them ran
         for tally in indexed.tallies.values():
-            cell_name = _text(tally.first.get("cell"))
+            cell_name = str(tally.first.get("cell"))
             seen, ran = _flags(tally.seen), _flags(tally.ran)
             has_checks[cell_name] = has_checks[cell_name] | seen if cell_name in has_checks else seen
             ran_checks[cell_name] = ran_checks[cell_name] | ran if cell_name in ran_checks else ran
@@ -315,7 +311,7 @@ def analyse_cells(submissions: Iterable[Mapping[str, Any]],
             max_score = _number(first.get("max_score")) or 0.0
             has, ran = has_checks.get(name), ran_checks.get(name)
             for index, (submission, points) in enumerate(zip(group, cell_points)):
-                student = _text(submission.get("student"))
+                student = str(submission.get("student"))
                 seen = evidence.get((student, assignment, name), CellEvidence())
                 score = 0.0 if manual else points.get(name, 0.0)
                 scores.append(score)
@@ -329,12 +325,12 @@ def analyse_cells(submissions: Iterable[Mapping[str, Any]],
                 if seen.error and not manual:
                     messages.append(seen.error)
             if manual:
-                stats.append(CellStats(assignment, _text(first.get("notebook")), name, len(group), attempts, None,
+                stats.append(CellStats(assignment, str(first.get("notebook")), name, len(group), attempts, None,
                                        None, [], cell_type="markdown", max_score=max_score))
                 continue
             score_array = np.asarray(scores)
             passed = int((score_array >= max_score - 1e-9).sum()) if max_score > 0 else int((score_array > 0).sum())
-            stats.append(CellStats(assignment, _text(first.get("notebook")), name, len(group), attempts, passed,
+            stats.append(CellStats(assignment, str(first.get("notebook")), name, len(group), attempts, passed,
                                    corrected_item_total(score_array, totals), _top(messages), cell_type="code",
                                    max_score=max_score, mean_points=float(score_array.mean()) if group else None))
     return stats
@@ -422,12 +418,12 @@ def analyse_checks(submissions: Iterable[Mapping[str, Any]],
         totals = np.array([sum(points.values()) for points in cell_points])
         points_of_cell: dict[str, np.ndarray] = {}
         for check_id, tally in indexed.tallies.items():
-            cell = _text(tally.first.get("cell"))
+            cell = str(tally.first.get("cell"))
             passes = _flags(tally.passed).astype(np.float64)
             own_points = points_of_cell.get(cell)
             if own_points is None:
                 own_points = points_of_cell[cell] = np.array([points.get(cell, 0.0) for points in cell_points])
-            stats.append(CheckStats(assignment, _text(tally.first.get("notebook")), cell, len(indexed.submissions),
+            stats.append(CheckStats(assignment, str(tally.first.get("notebook")), cell, len(indexed.submissions),
                                     int(_flags(tally.ran).sum()), int(passes.sum()),
                                     corrected_item_total(passes, totals, own_points), _top_counted(tally.messages),
                                     check_id=check_id, hidden=bool(tally.first.get("hidden"))))
